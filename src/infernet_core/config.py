@@ -1,0 +1,318 @@
+"""Node configuration: the reference node's ``config.json``, validated once at start.
+
+The keys and defaults follow the reference node's validated config (v1.3+), and the v0.2
+layout is accepted too (``chain.coordinator_address``, top-level ``log_path`` and
+``snapshot_sync``, container ports written as strings). Anything wrong fails with one
+:class:`~infernet_core.errors.ConfigError` whose message names the key path
+(``config: expected `int`, got `str` at server.port``). Keys we do not know are reported by
+:func:`load_config` as warnings, so a typo does not go unnoticed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+import msgspec
+
+from .errors import ConfigError
+
+__all__ = (
+    "ChainConfig",
+    "ContainerConfig",
+    "DockerConfig",
+    "LogConfig",
+    "NodeConfig",
+    "RateLimitConfig",
+    "RedisConfig",
+    "ServerConfig",
+    "SnapshotSyncConfig",
+    "WalletConfig",
+    "load_config",
+    "parse_config",
+    "unknown_keys",
+)
+
+log = logging.getLogger(__name__)
+
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+
+# Networks allowed to call PUT /api/status by default: loopback plus the Docker bridge and
+# home-LAN ranges the reference node admits, so containers it manages can report status.
+DEFAULT_LOCAL_NETWORKS: Final = (
+    "127.0.0.0/8",
+    "::1/128",
+    "172.17.0.0/16",
+    "172.18.0.0/16",
+    "172.19.0.0/16",
+    "192.168.0.0/16",
+)
+
+
+class _Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
+    """Base of config sections: immutable; unknown keys are warned about, not fatal."""
+
+
+class ContainerConfig(_Config):
+    """One container the node can run jobs on."""
+
+    id: Annotated[str, msgspec.Meta(min_length=1)]
+    image: str = ""
+    url: str = ""
+    bearer: str = ""
+    port: Port = 3000
+    external: bool = True
+    description: str = ""
+    allowed_ips: list[str] = []
+    allowed_addresses: list[str] = []
+    allowed_delegate_addresses: list[str] = []
+    generates_proofs: bool = False
+    command: str = ""
+    env: dict[str, str] = {}
+    volumes: list[str] = []
+    gpu: bool = False
+    accepted_payments: dict[str, int] = {}
+    timeout: PositiveFloat = 180.0
+    """Seconds one call to this container may take, connection and response included."""
+
+    def __post_init__(self) -> None:
+        for network in self.allowed_ips:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"allowed_ips entry {network!r} is not an IP network") from None
+
+    @property
+    def base_url(self) -> str:
+        """Where the container's HTTP service lives: ``url`` if set, else its local port."""
+        return self.url.rstrip("/") if self.url else f"http://localhost:{self.port}"
+
+
+class RateLimitConfig(_Config):
+    """Accepted for compatibility with the reference config."""
+
+    num_requests: int = 60
+    period: float = 60.0
+
+
+class ServerConfig(_Config):
+    """The REST server."""
+
+    port: Port = 4000
+    host: str = "0.0.0.0"
+    rate_limit: RateLimitConfig | None = None
+    max_body_bytes: Annotated[int, msgspec.Meta(gt=0)] = 1 << 20
+    trusted_proxies: list[str] = []
+    """Peers (CIDR) whose ``X-Forwarded-For`` header names the real client."""
+    local_networks: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_LOCAL_NETWORKS))
+    """Networks (CIDR) allowed to call ``PUT /api/status``."""
+
+    def __post_init__(self) -> None:
+        for name in ("trusted_proxies", "local_networks"):
+            for network in getattr(self, name):
+                try:
+                    ipaddress.ip_network(network, strict=False)
+                except ValueError:
+                    raise ValueError(f"{name} entry {network!r} is not an IP network") from None
+
+
+class SnapshotSyncConfig(_Config):
+    """How the chain listener reads existing subscriptions at start."""
+
+    sleep: float = 1.0
+    batch_size: Annotated[int, msgspec.Meta(gt=0)] = 500
+    starting_sub_id: Annotated[int, msgspec.Meta(ge=0)] = 0
+    sync_period: PositiveFloat = 0.5
+
+
+class WalletConfig(_Config):
+    """The node's signing wallet."""
+
+    max_gas_limit: Annotated[int, msgspec.Meta(gt=0)] = 5_000_000
+    private_key: str = ""
+    payment_address: str = ""
+    allowed_sim_errors: list[str] = []
+
+
+class ChainConfig(_Config):
+    """The on-chain side."""
+
+    enabled: bool = False
+    rpc_url: str = ""
+    trail_head_blocks: Annotated[int, msgspec.Meta(ge=0)] = 1
+    registry_address: str = ""
+    coordinator_address: str = ""
+    wallet: WalletConfig | None = None
+    snapshot_sync: SnapshotSyncConfig = SnapshotSyncConfig()
+
+    def __post_init__(self) -> None:
+        if not self.enabled:
+            return
+        if not self.rpc_url:
+            raise ValueError("rpc_url is required when the chain is enabled")
+        if not (self.coordinator_address or self.registry_address):
+            raise ValueError("coordinator_address is required when the chain is enabled")
+        if self.wallet is None or not self.wallet.private_key:
+            raise ValueError("wallet.private_key is required when the chain is enabled")
+
+
+class DockerConfig(_Config):
+    """Registry credentials for pulling container images."""
+
+    username: str
+    password: str
+
+
+class LogConfig(_Config):
+    """Log file settings (accepted for compatibility; the node logs to stderr)."""
+
+    path: str = "infernet_node.log"
+    max_file_size: int = 2**30
+    backup_count: int = 2
+
+
+class RedisConfig(_Config):
+    """The reference node's Redis result store."""
+
+    host: str = "redis"
+    port: Port = 6379
+
+
+class NodeConfig(_Config):
+    """The whole node configuration; ``NodeConfig()`` is a valid, empty node."""
+
+    containers: list[ContainerConfig] = []
+    chain: ChainConfig = ChainConfig()
+    server: ServerConfig = ServerConfig()
+    manage_containers: bool = True
+    startup_wait: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    docker: DockerConfig | None = None
+    redis: RedisConfig | None = None
+    forward_stats: bool = True
+    log: LogConfig | None = None
+    log_path: str | None = None
+    snapshot_sync: SnapshotSyncConfig | None = None
+    pending_ttl: PositiveFloat = 15 * 60.0
+    """Seconds a job may stay running before the store forgets it."""
+    max_finished_jobs: Annotated[int, msgspec.Meta(gt=0)] = 100_000
+    """How many finished jobs the in-memory store keeps (oldest dropped first)."""
+    shutdown_grace: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    """Seconds a stopping node waits for running jobs before failing them."""
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for container in self.containers:
+            if container.id in seen:
+                raise ValueError(f"container id {container.id!r} is used twice")
+            seen.add(container.id)
+
+    @property
+    def coordinator(self) -> str:
+        """The Coordinator address, whichever key the config used."""
+        return self.chain.coordinator_address or self.chain.registry_address
+
+
+def _key_path(msgspec_path: str) -> str:
+    """Turn msgspec's ``$.a.b[0].c`` into ``a.b[0].c`` (or ``<root>``)."""
+    path = msgspec_path.removeprefix("$").removeprefix(".")
+    return path or "<root>"
+
+
+def _describe(error: msgspec.ValidationError) -> str:
+    text = str(error)
+    message, sep, path = text.rpartition(" - at `")
+    if not sep:
+        return f"config: {text}"
+    return f"config: {message[0].lower()}{message[1:]} at {_key_path(path.rstrip('`'))}"
+
+
+def _normalise_v02(raw: dict[str, Any]) -> None:
+    """Accept the v0.2 sample's container ports written as strings (``"3000"``)."""
+    containers = raw.get("containers")
+    if not isinstance(containers, list):
+        return
+    for entry in containers:
+        if isinstance(entry, dict) and isinstance(entry.get("port"), str):
+            if entry["port"].isdigit():
+                entry["port"] = int(entry["port"])
+
+
+def unknown_keys(raw: Any, struct_type: type[Any] = NodeConfig, prefix: str = "") -> list[str]:
+    """List the key paths in ``raw`` that ``struct_type`` does not define (for warnings)."""
+    found: list[str] = []
+    if not isinstance(raw, Mapping):
+        return found
+    info = msgspec.inspect.type_info(struct_type)
+    if not isinstance(info, msgspec.inspect.StructType):
+        return found
+    fields = {field.encode_name: field for field in info.fields}
+    for key, value in raw.items():
+        path = f"{prefix}{key}"
+        field = fields.get(key)
+        if field is None:
+            found.append(path)
+            continue
+        found.extend(_unknown_in_value(value, field.type, path))
+    return found
+
+
+def _unknown_in_value(value: Any, field_type: msgspec.inspect.Type, path: str) -> list[str]:
+    if isinstance(field_type, msgspec.inspect.UnionType):
+        for member in field_type.types:
+            if isinstance(member, msgspec.inspect.StructType):
+                return unknown_keys(value, member.cls, f"{path}.")
+        return []
+    if isinstance(field_type, msgspec.inspect.StructType):
+        return unknown_keys(value, field_type.cls, f"{path}.")
+    if isinstance(field_type, msgspec.inspect.ListType) and isinstance(value, list):
+        found: list[str] = []
+        for index, item in enumerate(value):
+            found.extend(_unknown_in_value(item, field_type.item_type, f"{path}[{index}]"))
+        return found
+    return []
+
+
+def parse_config(raw: Any) -> NodeConfig:
+    """Validate an already-decoded config object.
+
+    Args:
+        raw: The decoded JSON (normally a dict).
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: A key is missing, has the wrong type or a bad value; the message names
+            its path.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: expected a JSON object at the top level, got {type(raw).__name__}")
+    _normalise_v02(raw)
+    try:
+        return msgspec.convert(raw, NodeConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    """Read, validate and return the config file at ``path``, warning about unknown keys.
+
+    Raises:
+        ConfigError: The file cannot be read, is not JSON, or is not a valid config.
+    """
+    try:
+        text = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        raw = msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"config: {path} is not valid JSON: {exc}") from None
+    config = parse_config(raw)
+    for key in unknown_keys(raw):
+        log.warning("config: unknown key %s is ignored", key)
+    return config

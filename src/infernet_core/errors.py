@@ -1,0 +1,117 @@
+"""The node's error hierarchy.
+
+Every error the node raises on purpose derives from :class:`InfernetError`, which carries a
+stable machine-readable ``code`` and an HTTP ``status_hint``. Front ends (the ASGI app) map an
+error to a response from those two attributes plus ``message`` and ``params``; they never
+match on message text::
+
+    InfernetError
+     ├── ConfigError            config.invalid           (startup; no HTTP status)
+     ├── BadRequest             request.invalid          400
+     │    └── PayloadTooLarge   request.too_large        413
+     ├── Forbidden              request.forbidden        403
+     ├── NotFound               request.not_found        404
+     ├── AdmissionError         job.rejected             400  (guardian rules)
+     ├── InvalidTransition      job.invalid_transition   409  (job state machine)
+     ├── NodeNotRunning         node.not_running         503
+     └── ContainerFailure       container.failed         (inside the pipeline only)
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = (
+    "AdmissionError",
+    "BadRequest",
+    "ConfigError",
+    "ContainerFailure",
+    "Forbidden",
+    "InfernetError",
+    "InvalidTransition",
+    "NodeNotRunning",
+    "NotFound",
+    "PayloadTooLarge",
+)
+
+
+class InfernetError(Exception):
+    """Base of every deliberate node error.
+
+    Args:
+        message: Human-readable text; becomes ``"error"`` in a JSON response.
+        params: Optional details; becomes ``"params"`` in a JSON response.
+    """
+
+    code: ClassVar[str] = "infernet.error"
+    status_hint: ClassVar[int] = 500
+
+    def __init__(self, message: str, params: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.params = params
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, params={self.params!r})"
+
+
+class ConfigError(InfernetError):
+    """The configuration is invalid; the message names the offending key path."""
+
+    code = "config.invalid"
+
+
+class BadRequest(InfernetError):
+    """A request could not be parsed or has the wrong shape."""
+
+    code = "request.invalid"
+    status_hint = 400
+
+
+class PayloadTooLarge(BadRequest):
+    """A request body is larger than the configured limit."""
+
+    code = "request.too_large"
+    status_hint = 413
+
+
+class Forbidden(InfernetError):
+    """The caller may not use this endpoint."""
+
+    code = "request.forbidden"
+    status_hint = 403
+
+
+class NotFound(InfernetError):
+    """The thing asked for does not exist (for this client)."""
+
+    code = "request.not_found"
+    status_hint = 404
+
+
+class AdmissionError(InfernetError):
+    """The guardian refused a job (unknown container, address not allowed, ...)."""
+
+    code = "job.rejected"
+    status_hint = 400
+
+
+class InvalidTransition(InfernetError):
+    """A job event is not allowed in the job's current state; the job is unchanged."""
+
+    code = "job.invalid_transition"
+    status_hint = 409
+
+
+class NodeNotRunning(InfernetError):
+    """The node is not started, or is shutting down, and cannot take work."""
+
+    code = "node.not_running"
+    status_hint = 503
+
+
+class ContainerFailure(InfernetError):
+    """A container call failed; the message says why (status, timeout, bad JSON, ...)."""
+
+    code = "container.failed"
+    status_hint = 502

@@ -1,0 +1,301 @@
+"""The Node: the one facade over config, guardian, store, containers and running jobs."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Self
+
+import anyio
+import httpx
+from anyio.abc import TaskGroup
+
+from . import __version__
+from .config import NodeConfig
+from .containers.base import ContainerClient
+from .containers.http import HttpContainer
+from .containers.local import ContainerFunction, LocalContainer
+from .errors import ConfigError, InfernetError, NodeNotRunning
+from .guardian import ContainerRules, Guardian
+from .jobs import Job, JobAborted, StatusReported, apply, new_job
+from .models import (
+    ChainInfo,
+    DelegatedSubscriptionRequest,
+    JobRequest,
+    JobResult,
+    NodeInfo,
+    PendingCounts,
+    StatusUpdate,
+)
+from .parsing import ComputeRequest
+from .pipeline import run_pipeline
+from .store import ResultStore
+from .stores.memory import MemoryResultStore
+
+__all__ = ("BatchEntry", "Node")
+
+log = logging.getLogger("infernet_core.node")
+
+BatchEntry = str | None | InfernetError
+"""One batch answer: a job id, ``None`` for an accepted delegated subscription, or an error."""
+
+_SHUTDOWN_REASON = "node stopped before the job finished"
+
+
+class Node:
+    """An Infernet node: admits jobs, runs them through containers, keeps their results.
+
+    Use it as an async context manager; it owns the task group its jobs run in, and the
+    pooled HTTP client its containers share::
+
+        node = Node(config)
+
+        @node.container("upper")
+        async def upper(payload):
+            return {"text": payload.data["text"].upper()}
+
+        async with node:
+            job_id = await node.submit(JobRequest(containers=["upper"], data={"text": "hi"}), "me")
+
+    Args:
+        config: The node configuration; ``NodeConfig()`` (the default) has no containers.
+        store: Where jobs are kept; by default a bounded in-memory store sized by ``config``.
+        containers: Extra containers (in-process ones, say) beside those in ``config``.
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig | None = None,
+        *,
+        store: ResultStore | None = None,
+        containers: Iterable[ContainerClient] = (),
+    ) -> None:
+        self.config = config if config is not None else NodeConfig()
+        self.store = store if store is not None else MemoryResultStore(
+            max_finished=self.config.max_finished_jobs, pending_ttl=self.config.pending_ttl
+        )
+        self._extra: dict[str, ContainerClient] = {}
+        for client in containers:
+            self.add_container(client)
+        self._clients: dict[str, ContainerClient] = {}
+        self._guardian = Guardian({})
+        self._task_group: TaskGroup | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._accepting = False
+        self._running_jobs = 0
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    # -- set-up ------------------------------------------------------------------------
+
+    def add_container(self, client: ContainerClient) -> None:
+        """Offer ``client`` as a container (before the node starts).
+
+        Raises:
+            ValueError: A container with that id exists, or the node is running.
+        """
+        if self._task_group is not None:
+            raise ValueError("containers must be added before the node starts")
+        container_id = client.info.id
+        if container_id in self._extra or any(c.id == container_id for c in self.config.containers):
+            raise ValueError(f"container id {container_id!r} is used twice")
+        self._extra[container_id] = client
+
+    def container(
+        self, id: str, *, external: bool = True, description: str = "", timeout: float = 180.0
+    ) -> Callable[[ContainerFunction], ContainerFunction]:
+        """Decorator: register a Python function as an in-process container.
+
+        The function takes a :class:`~infernet_core.models.ContainerInput` and returns the
+        output; see :class:`~infernet_core.containers.LocalContainer`.
+        """
+
+        def register(function: ContainerFunction) -> ContainerFunction:
+            self.add_container(
+                LocalContainer(id, function, external=external, description=description, timeout=timeout)
+            )
+            return function
+
+        return register
+
+    async def __aenter__(self) -> Self:
+        self._check_supported()
+        self._http = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            trust_env=False,
+        )
+        clients: dict[str, ContainerClient] = {c.id: HttpContainer(c, self._http) for c in self.config.containers}
+        clients.update(self._extra)
+        rules = {client.info.id: ContainerRules.build(client.info.id, external=client.info.external) for client in self._extra.values()}
+        for c in self.config.containers:
+            rules[c.id] = ContainerRules.build(
+                c.id,
+                external=c.external,
+                generates_proofs=c.generates_proofs,
+                allowed_ips=c.allowed_ips,
+                allowed_addresses=c.allowed_addresses,
+                allowed_delegate_addresses=c.allowed_delegate_addresses,
+            )
+        self._clients = clients
+        self._guardian = Guardian(rules)
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._accepting = True
+        log.info("node started with containers: %s", ", ".join(clients) or "(none)")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        self._accepting = False
+        task_group, self._task_group = self._task_group, None
+        try:
+            if task_group is not None:
+                with anyio.move_on_after(self.config.shutdown_grace, shield=True):
+                    await self._idle.wait()
+                task_group.cancel_scope.cancel()
+                return await task_group.__aexit__(exc_type, exc, tb)
+            return None
+        finally:
+            with anyio.CancelScope(shield=True):
+                if self._http is not None:
+                    await self._http.aclose()
+                    self._http = None
+                await self.store.aclose()
+            log.info("node stopped")
+
+    def _check_supported(self) -> None:
+        if self.config.chain.enabled:
+            raise ConfigError("config: chain.enabled is true, but this node does not support the chain yet")
+        if self.config.manage_containers and self.config.containers:
+            raise ConfigError(
+                "config: manage_containers is true, but this node does not manage Docker containers yet;"
+                ' set "manage_containers": false and give each container a url or port'
+            )
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """True while the node accepts jobs."""
+        return self._accepting
+
+    async def submit(self, request: ComputeRequest, client: str) -> str | None:
+        """Admit and start a job; return its id (``None`` for a delegated subscription).
+
+        The job is stored as running before this returns, so its id can be read at once.
+
+        Raises:
+            AdmissionError: The guardian refused the request.
+            NodeNotRunning: The node is not started or is stopping.
+        """
+        task_group = self._require_running()
+        if isinstance(request, DelegatedSubscriptionRequest):
+            self._guardian.check_delegated(request, chain_enabled=self.config.chain.enabled, now=time.time())
+            return None  # pragma: no cover - unreachable until the chain is supported
+        self._guardian.check_job(request, client)
+        job = new_job(str(uuid.uuid4()), client, request.containers, created_at=time.time())
+        await self.store.put(job)
+        self._job_started()
+        task_group.start_soon(self._run_job, job, request)
+        return job.id
+
+    async def submit_batch(self, requests: Sequence[ComputeRequest | InfernetError], client: str) -> list[BatchEntry]:
+        """Submit each request on its own; return one entry per request, in order.
+
+        An entry is the job id, ``None`` for an accepted delegated subscription, or the
+        error that rejected the request (a parse error passed in is returned as is).
+
+        Raises:
+            NodeNotRunning: The node is not started or is stopping.
+        """
+        self._require_running()
+        entries: list[BatchEntry] = []
+        for request in requests:
+            if isinstance(request, InfernetError):
+                entries.append(request)
+                continue
+            try:
+                entries.append(await self.submit(request, client))
+            except NodeNotRunning:
+                raise
+            except InfernetError as exc:
+                entries.append(exc)
+        return entries
+
+    async def results(self, client: str, ids: Sequence[str], *, intermediate: bool = False) -> list[JobResult]:
+        """The results of ``client``'s jobs among ``ids``, in the order asked (unknown ids skipped)."""
+        jobs = await self.store.get(client, ids)
+        return [job.to_result(intermediate=intermediate) for job in jobs]
+
+    async def job_ids(self, client: str, pending: bool | None = None) -> list[str]:
+        """Ids of ``client``'s jobs: pending only (``True``), finished only (``False``) or all."""
+        return await self.store.ids(client, pending)
+
+    async def record_status(self, client: str, update: StatusUpdate) -> None:
+        """Record a status reported by a container that does not speak the protocol.
+
+        A new id is stored with the reported status; a known running job moves to it.
+
+        Raises:
+            InvalidTransition: The job has already finished.
+        """
+        existing = await self.store.get(client, [update.id])
+        now = time.time()
+        if existing:
+            job = apply(existing[0], StatusReported(status=update.status), now=now)
+        else:
+            job = new_job(update.id, client, update.containers, created_at=now, status=update.status)
+        await self.store.put(job)
+
+    async def info(self) -> NodeInfo:
+        """What ``GET /info`` shows: version, containers, pending counts, chain state."""
+        return NodeInfo(
+            version=__version__,
+            containers=[client.info for client in self._clients.values()],
+            pending=PendingCounts(offchain=await self.store.pending_count(), onchain=0),
+            chain=ChainInfo(enabled=False, address=""),
+        )
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _require_running(self) -> TaskGroup:
+        if not self._accepting or self._task_group is None:
+            raise NodeNotRunning("Node is not running")
+        return self._task_group
+
+    def _job_started(self) -> None:
+        if self._running_jobs == 0:
+            self._idle = anyio.Event()
+        self._running_jobs += 1
+
+    def _job_finished(self) -> None:
+        self._running_jobs -= 1
+        if self._running_jobs == 0:
+            self._idle.set()
+
+    async def _run_job(self, job: Job, request: JobRequest) -> None:
+        """Run one job to a terminal state; whatever happens, the job does not stay running."""
+        try:
+            try:
+                job = await run_pipeline(job, self._clients, request.data, requires_proof=request.requires_proof)
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):
+                    await self._store_quietly(apply(job, JobAborted(container="", reason=_SHUTDOWN_REASON), now=time.time()))
+                raise
+            except Exception as exc:
+                log.exception("job %s crashed", job.id)
+                reason = f"internal error: {type(exc).__name__}: {exc}"
+                job = apply(job, JobAborted(container="", reason=reason), now=time.time())
+            await self._store_quietly(job)
+        finally:
+            self._job_finished()
+
+    async def _store_quietly(self, job: Job) -> None:
+        try:
+            await self.store.put(job)
+        except Exception:
+            log.exception("could not store the result of job %s", job.id)

@@ -1,0 +1,119 @@
+"""Request parsing: bytes from the wire to typed requests, or a 4xx naming the problem.
+
+A body is a JobRequest unless it carries a ``subscription`` key, in which case it is a
+DelegatedSubscriptionRequest. Decoding errors keep msgspec's JSON path, so a client learns
+exactly which field is wrong (``"params": {"path": "$.containers[0]"}``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from .errors import BadRequest
+from .models import DelegatedSubscriptionRequest, JobRequest, StatusUpdate
+
+__all__ = ("ComputeRequest", "parse_batch", "parse_compute_request", "parse_status_update")
+
+ComputeRequest = JobRequest | DelegatedSubscriptionRequest
+
+_job_decoder = msgspec.json.Decoder(JobRequest)
+_status_decoder = msgspec.json.Decoder(StatusUpdate)
+_any_decoder = msgspec.json.Decoder()
+_batch_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def _bad_request(exc: msgspec.DecodeError, what: str) -> BadRequest:
+    text = str(exc)
+    if isinstance(exc, msgspec.ValidationError):
+        message, sep, path = text.rpartition(" - at `")
+        if sep:
+            return BadRequest(f"Invalid {what}: {message}", {"path": path.rstrip("`")})
+        return BadRequest(f"Invalid {what}: {text}", {"path": "$"})
+    return BadRequest(f"Invalid JSON: {text}")
+
+
+def parse_compute_request(body: bytes) -> ComputeRequest:
+    """Parse a POST /api/jobs body.
+
+    Raises:
+        BadRequest: Invalid JSON, not an object, or a field of the wrong type or missing.
+    """
+    try:
+        return _job_decoder.decode(body)
+    except msgspec.DecodeError as first_error:
+        error = first_error
+    # Slow path: work out what the body is meant to be, for a precise error.
+    try:
+        raw = _any_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise _bad_request(exc, "request") from None
+    return _convert(raw, error)
+
+
+def _convert(raw: Any, job_error: msgspec.DecodeError) -> ComputeRequest:
+    if not isinstance(raw, dict):
+        raise BadRequest(
+            f"Request body must be a JSON object, got {_json_kind(raw)}", {"path": "$"}
+        )
+    if "subscription" in raw and "containers" not in raw:
+        try:
+            return msgspec.convert(raw, DelegatedSubscriptionRequest)
+        except msgspec.ValidationError as exc:
+            raise _bad_request(exc, "delegated subscription request") from None
+    raise _bad_request(job_error, "job request") from None
+
+
+def parse_batch(body: bytes) -> list[ComputeRequest | BadRequest]:
+    """Parse a POST /api/jobs/batch body into one entry per item, errors included.
+
+    Raises:
+        BadRequest: The body is not valid JSON or not a JSON array.
+    """
+    try:
+        items = _batch_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        try:
+            raw = _any_decoder.decode(body)
+        except msgspec.DecodeError:
+            raise _bad_request(exc, "batch") from None
+        raise BadRequest(f"Batch body must be a JSON array, got {_json_kind(raw)}", {"path": "$"}) from None
+    parsed: list[ComputeRequest | BadRequest] = []
+    for index, item in enumerate(items):
+        try:
+            parsed.append(parse_compute_request(item))
+        except BadRequest as exc:
+            path = (exc.params or {}).get("path", "$")
+            exc.params = {**(exc.params or {}), "path": f"$[{index}]{path[1:]}"}
+            parsed.append(exc)
+    return parsed
+
+
+def parse_status_update(body: bytes) -> StatusUpdate:
+    """Parse a PUT /api/status body.
+
+    Raises:
+        BadRequest: Invalid JSON, or a field of the wrong type, missing, or an unknown status.
+    """
+    try:
+        return _status_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise _bad_request(exc, "status") from None
+
+
+def _json_kind(value: Any) -> str:
+    match value:
+        case list():
+            return "an array"
+        case dict():
+            return "an object"
+        case str():
+            return "a string"
+        case bool():
+            return "a boolean"
+        case int() | float():
+            return "a number"
+        case None:
+            return "null"
+    return type(value).__name__  # pragma: no cover

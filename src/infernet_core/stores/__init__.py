@@ -1,0 +1,5 @@
+"""Result store implementations."""
+
+from .memory import MemoryResultStore
+
+__all__ = ("MemoryResultStore",)
