@@ -44,7 +44,10 @@ __all__ = (
 Uint16 = Annotated[int, msgspec.Meta(ge=0, le=2**16 - 1)]
 Uint32 = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
 Uint48 = Annotated[int, msgspec.Meta(ge=0, le=2**48 - 1)]
-Uint256 = Annotated[int, msgspec.Meta(ge=0, le=2**256 - 1)]
+# msgspec only supports bounds that fit in an int64, so the upper bound of a uint256 is
+# checked in Signature.__post_init__ instead.
+Uint256 = Annotated[int, msgspec.Meta(ge=0)]
+_UINT256_MAX = 2**256 - 1
 
 
 class Inbound(msgspec.Struct, frozen=True, kw_only=True):
@@ -99,6 +102,11 @@ class Signature(Inbound):
     v: Annotated[int, msgspec.Meta(ge=0, le=255)]
     r: Uint256
     s: Uint256
+
+    def __post_init__(self) -> None:
+        for name in ("r", "s"):
+            if getattr(self, name) > _UINT256_MAX:
+                raise ValueError(f"Expected `{name}` <= 2**256 - 1")
 
 
 class DelegatedSubscriptionRequest(Inbound):

@@ -77,12 +77,12 @@ class Node:
         self.store = store if store is not None else MemoryResultStore(
             max_finished=self.config.max_finished_jobs, pending_ttl=self.config.pending_ttl
         )
+        self._task_group: TaskGroup | None = None
         self._extra: dict[str, ContainerClient] = {}
         for client in containers:
             self.add_container(client)
         self._clients: dict[str, ContainerClient] = {}
         self._guardian = Guardian({})
-        self._task_group: TaskGroup | None = None
         self._http: httpx.AsyncClient | None = None
         self._accepting = False
         self._running_jobs = 0

@@ -34,6 +34,11 @@ def _bad_request(exc: msgspec.DecodeError, what: str) -> BadRequest:
     return BadRequest(f"Invalid JSON: {text}")
 
 
+def _too_deep() -> BadRequest:
+    # msgspec raises RecursionError (not DecodeError) for deeply nested JSON.
+    return BadRequest("Invalid JSON: nested too deeply")
+
+
 def parse_compute_request(body: bytes) -> ComputeRequest:
     """Parse a POST /api/jobs body.
 
@@ -44,11 +49,15 @@ def parse_compute_request(body: bytes) -> ComputeRequest:
         return _job_decoder.decode(body)
     except msgspec.DecodeError as first_error:
         error = first_error
+    except RecursionError:
+        raise _too_deep() from None
     # Slow path: work out what the body is meant to be, for a precise error.
     try:
         raw = _any_decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise _bad_request(exc, "request") from None
+    except RecursionError:
+        raise _too_deep() from None
     return _convert(raw, error)
 
 
@@ -73,11 +82,15 @@ def parse_batch(body: bytes) -> list[ComputeRequest | BadRequest]:
     """
     try:
         items = _batch_decoder.decode(body)
+    except RecursionError:
+        raise _too_deep() from None
     except msgspec.DecodeError as exc:
         try:
             raw = _any_decoder.decode(body)
         except msgspec.DecodeError:
             raise _bad_request(exc, "batch") from None
+        except RecursionError:
+            raise _too_deep() from None
         raise BadRequest(f"Batch body must be a JSON array, got {_json_kind(raw)}", {"path": "$"}) from None
     parsed: list[ComputeRequest | BadRequest] = []
     for index, item in enumerate(items):
@@ -100,6 +113,8 @@ def parse_status_update(body: bytes) -> StatusUpdate:
         return _status_decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise _bad_request(exc, "status") from None
+    except RecursionError:
+        raise _too_deep() from None
 
 
 def _json_kind(value: Any) -> str:

@@ -1,0 +1,236 @@
+"""The raw-ASGI face of a Node: the seed REST API, with no web framework underneath."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+from infernet_core import Node
+from infernet_core.errors import BadRequest, Forbidden, InfernetError, NotFound, PayloadTooLarge
+from infernet_core.guardian import in_networks, parse_networks
+from infernet_core.parsing import parse_batch, parse_compute_request, parse_status_update
+
+from .clientaddr import client_address
+from .responses import JSONResponse, error_body, error_response
+from .routing import MethodNotAllowed, Router, route_path
+from .types import Receive, Scope, Send
+
+__all__ = ("InfernetApp",)
+
+log = logging.getLogger("infernet_asgi")
+
+_TRUE: Final = frozenset({"true", "1"})
+_FALSE: Final = frozenset({"false", "0"})
+_MAX_IDS: Final = 1000
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its request body arrived."""
+
+
+class Request:
+    """What a handler needs of one HTTP request."""
+
+    __slots__ = ("_receive", "_max_body", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive, max_body: int) -> None:
+        self.scope = scope
+        self._receive = receive
+        self._max_body = max_body
+
+    def query(self) -> list[tuple[str, str]]:
+        """The query string as ``(name, value)`` pairs, in order."""
+        return parse_qsl(self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+
+    async def body(self) -> bytes:
+        """The whole request body, refusing more than the configured limit.
+
+        Raises:
+            PayloadTooLarge: The body (or its declared length) exceeds the limit.
+            ClientDisconnected: The client went away first.
+        """
+        for name, value in self.scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self._max_body:
+                raise PayloadTooLarge("Request body too large", {"limit": self._max_body})
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._max_body:
+                raise PayloadTooLarge("Request body too large", {"limit": self._max_body})
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+
+Handler = Callable[["InfernetApp", Request], Awaitable[JSONResponse]]
+
+
+class InfernetApp:
+    """An ASGI application serving one :class:`~infernet_core.Node`.
+
+    Mount it in any ASGI host (Starlette, FastAPI, ...) or serve it with hypercorn. It
+    handles the ``lifespan`` scope itself when served standalone; a host app that mounts it
+    should enter :meth:`lifespan` from its own lifespan instead, because frameworks do not
+    forward lifespan events to mounted apps::
+
+        app = InfernetApp(node)
+        host = Starlette(routes=[Mount("/infernet", app)], lifespan=lambda _: app.lifespan())
+
+    Args:
+        node: The node to serve. The app starts and stops it in :meth:`lifespan` unless it
+            is already running.
+    """
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        server = node.config.server
+        self._max_body = server.max_body_bytes
+        self._trusted_proxies = parse_networks(server.trusted_proxies)
+        self._local_networks = parse_networks(server.local_networks)
+
+    @asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        """Run the node for the duration of the block (a no-op if it already runs)."""
+        if self.node.running:
+            yield
+            return
+        async with self.node:
+            yield
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            raise RuntimeError(f"InfernetApp does not serve {kind!r} scopes")
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive, self._max_body)
+        try:
+            handler = ROUTER.match(scope["method"], route_path(scope))
+            response = await handler(self, request)
+        except ClientDisconnected:
+            return
+        except MethodNotAllowed as exc:
+            response = error_response(exc, [(b"allow", ", ".join(exc.allowed).encode("ascii"))])
+        except InfernetError as exc:
+            response = error_response(exc)
+        except Exception:
+            log.exception("unhandled error serving %s %s", scope["method"], scope["path"])
+            response = JSONResponse({"error": "Internal server error"}, status=500)
+        await response(send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        await receive()  # lifespan.startup
+        started = False
+        try:
+            async with self.lifespan():
+                await send({"type": "lifespan.startup.complete"})
+                started = True
+                await receive()  # lifespan.shutdown
+        except BaseException as exc:
+            text = "".join(traceback.format_exception_only(exc)).strip()
+            failed = "lifespan.shutdown.failed" if started else "lifespan.startup.failed"
+            await send({"type": failed, "message": text})
+            if not isinstance(exc, Exception):
+                raise
+            return
+        await send({"type": "lifespan.shutdown.complete"})
+
+    # -- handlers --------------------------------------------------------------------------
+
+    def _client(self, request: Request) -> str:
+        return client_address(request.scope, self._trusted_proxies)
+
+    async def health(self, request: Request) -> JSONResponse:
+        return JSONResponse({"status": "healthy"})
+
+    async def info(self, request: Request) -> JSONResponse:
+        return JSONResponse(await self.node.info())
+
+    async def create_job(self, request: Request) -> JSONResponse:
+        client = self._client(request)
+        job_request = parse_compute_request(await request.body())
+        job_id = await self.node.submit(job_request, client)
+        return JSONResponse({} if job_id is None else {"id": job_id})
+
+    async def create_batch(self, request: Request) -> JSONResponse:
+        client = self._client(request)
+        entries = await self.node.submit_batch(parse_batch(await request.body()), client)
+        return JSONResponse([_batch_entry(entry) for entry in entries])
+
+    async def get_jobs(self, request: Request) -> JSONResponse:
+        client = self._client(request)
+        query = request.query()
+        ids = [value for name, value in query if name == "id"]
+        if not ids:
+            pending = _bool_param(query, "pending")
+            return JSONResponse(await self.node.job_ids(client, pending))
+        if len(ids) > _MAX_IDS:
+            raise BadRequest(f"Too many job ids (at most {_MAX_IDS})", {"count": len(ids)})
+        intermediate = _bool_param(query, "intermediate") or False
+        results = await self.node.results(client, ids, intermediate=intermediate)
+        if not results:
+            raise NotFound("Job not found", {"ids": ids})
+        return JSONResponse(results)
+
+    async def put_status(self, request: Request) -> JSONResponse:
+        client = self._client(request)
+        if not in_networks(client, self._local_networks):
+            raise Forbidden("Unauthorized", {"address": client})
+        update = parse_status_update(await request.body())
+        await self.node.record_status(client, update)
+        return JSONResponse({"id": update.id, "status": update.status})
+
+
+def _bool_param(query: list[tuple[str, str]], name: str) -> bool | None:
+    """The last value of a boolean query parameter, or None when absent.
+
+    Raises:
+        BadRequest: The value is not true/false/1/0.
+    """
+    value: str | None = None
+    for key, candidate in query:
+        if key == name:
+            value = candidate
+    if value is None:
+        return None
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise BadRequest(
+        f"Invalid query parameter {name!r}: expected true or false",
+        {"name": name, "value": value},
+    )
+
+
+def _batch_entry(entry: str | InfernetError | None) -> dict[str, Any]:
+    if entry is None:
+        return {}
+    if isinstance(entry, str):
+        return {"id": entry}
+    return error_body(entry)
+
+
+ROUTER: Final[Router[Handler]] = Router(
+    {
+        "/health": {"GET": InfernetApp.health},
+        "/info": {"GET": InfernetApp.info},
+        "/api/jobs": {"GET": InfernetApp.get_jobs, "POST": InfernetApp.create_job},
+        "/api/jobs/batch": {"POST": InfernetApp.create_batch},
+        "/api/status": {"PUT": InfernetApp.put_status},
+    }
+)

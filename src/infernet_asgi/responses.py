@@ -1,0 +1,47 @@
+"""JSON responses, rendered in full before anything is sent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from infernet_core.errors import InfernetError
+
+from .types import Send
+
+__all__ = ("JSONResponse", "error_body", "error_response")
+
+_encode = msgspec.json.Encoder().encode
+
+
+class JSONResponse:
+    """A complete JSON response: status, headers and body fixed at construction."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, content: Any, status: int = 200, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        self.status = status
+        self.body = _encode(content)
+        self.headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(self.body)).encode("ascii")),
+            *(headers or ()),
+        ]
+
+    async def __call__(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def error_body(error: InfernetError) -> dict[str, Any]:
+    """``{"error": message, "params"?: {...}}``: how every error looks on the wire."""
+    body: dict[str, Any] = {"error": error.message}
+    if error.params is not None:
+        body["params"] = error.params
+    return body
+
+
+def error_response(error: InfernetError, headers: list[tuple[bytes, bytes]] | None = None) -> JSONResponse:
+    """The error's body with the error's HTTP status."""
+    return JSONResponse(error_body(error), status=error.status_hint, headers=headers)
