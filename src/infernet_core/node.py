@@ -18,7 +18,7 @@ from .config import NodeConfig
 from .containers.base import ContainerClient
 from .containers.http import HttpContainer
 from .containers.local import ContainerFunction, LocalContainer
-from .errors import ConfigError, InfernetError, NodeNotRunning
+from .errors import ConfigError, InfernetError, InvalidTransition, NodeNotRunning
 from .guardian import ContainerRules, Guardian
 from .jobs import Job, JobAborted, StatusReported, apply, new_job
 from .models import (
@@ -249,7 +249,8 @@ class Node:
             job = apply(existing[0], StatusReported(status=update.status), now=now)
         else:
             job = new_job(update.id, client, update.containers, created_at=now, status=update.status)
-        await self.store.put(job)
+        if not await self.store.put(job):
+            raise InvalidTransition("Job has already finished", {"id": update.id})
 
     async def info(self) -> NodeInfo:
         """What ``GET /info`` shows: version, containers, pending counts, chain state."""
@@ -296,6 +297,7 @@ class Node:
 
     async def _store_quietly(self, job: Job) -> None:
         try:
-            await self.store.put(job)
+            if not await self.store.put(job):
+                log.warning("job %s was already finished (by PUT /api/status); its run's result is dropped", job.id)
         except Exception:
             log.exception("could not store the result of job %s", job.id)

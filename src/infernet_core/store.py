@@ -19,11 +19,15 @@ class ResultStore(ABC):
     """Where jobs are kept. Implementations must be safe to call from one event loop."""
 
     @abstractmethod
-    async def put(self, job: Job) -> None:
-        """Insert or replace ``job`` under ``(job.client, job.id)``.
+    async def put(self, job: Job) -> bool:
+        """Insert or replace ``job`` under ``(job.client, job.id)``, unless that job has finished.
 
         A running job counts as pending until it is put again in a terminal state or its
-        pending time-to-live runs out.
+        pending time-to-live runs out. Finished jobs are final, as in the state machine: a
+        put over one changes nothing.
+
+        Returns:
+            True if the job was stored, False if a finished job already held its key.
         """
 
     @abstractmethod

@@ -42,20 +42,21 @@ class MemoryResultStore(ResultStore):
         # Per client, the ids it owns in insertion order (a dict used as an ordered set).
         self._by_client: dict[str, dict[str, None]] = {}
 
-    async def put(self, job: Job) -> None:
+    async def put(self, job: Job) -> bool:
         key = (job.client, job.id)
+        if key in self._finished:
+            return False
         self._by_client.setdefault(job.client, {})[job.id] = None
         if job.pending:
-            self._finished.pop(key, None)
             self._pending[key] = (self._clock() + self._pending_ttl, job)
             self._pending.move_to_end(key)
-            return
+            return True
         self._pending.pop(key, None)
         self._finished[key] = job
-        self._finished.move_to_end(key)
         while len(self._finished) > self._max_finished:
             old_key, _ = self._finished.popitem(last=False)
             self._forget(old_key)
+        return True
 
     async def get(self, client: str, ids: Sequence[str]) -> list[Job]:
         self._expire()
