@@ -10,7 +10,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl
 
 from infernet_core import Node
-from infernet_core.errors import BadRequest, Forbidden, InfernetError, NotFound, PayloadTooLarge
+from infernet_core.errors import BadRequest, Forbidden, InfernetError, NodeNotRunning, NotFound, PayloadTooLarge
 from infernet_core.guardian import in_networks, parse_networks
 from infernet_core.parsing import parse_batch, parse_compute_request, parse_status_update
 
@@ -119,6 +119,9 @@ class InfernetApp:
         request = Request(scope, receive, self._max_body)
         try:
             handler = ROUTER.match(scope["method"], route_path(scope))
+            # Every route reads or writes the node's store, which only exists while it runs.
+            if not self.node.running:
+                raise NodeNotRunning("Node is not running")
             response = await handler(self, request)
         except ClientDisconnected:
             return

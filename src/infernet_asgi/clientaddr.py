@@ -25,15 +25,19 @@ def client_address(scope: Scope, trusted_proxies: tuple[IPNetwork, ...] = ()) ->
     peer = _normalise(client[0])
     if not trusted_proxies or not in_networks(peer, trusted_proxies):
         return peer
-    for name, value in scope.get("headers", ()):
-        if name == b"x-forwarded-for":
-            hops = [hop.strip() for hop in value.decode("latin-1").split(",")]
-            for hop in reversed(hops):
-                if parse_ip(hop) is None:
-                    break
-                if not in_networks(hop, trusted_proxies):
-                    return _normalise(hop)
+    # Repeated header lines form one comma-separated list, in order (RFC 9110 5.3); the
+    # right-most entries are the ones our proxies appended.
+    hops = [
+        hop.strip()
+        for name, value in scope.get("headers", ())
+        if name == b"x-forwarded-for"
+        for hop in value.decode("latin-1").split(",")
+    ]
+    for hop in reversed(hops):
+        if parse_ip(hop) is None:
             break
+        if not in_networks(hop, trusted_proxies):
+            return _normalise(hop)
     return peer
 
 
