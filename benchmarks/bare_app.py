@@ -1,0 +1,84 @@
+"""A bare raw-ASGI app: the baseline that bench_offchain.py compares the node with.
+
+Every HTTP request (any method, any path) gets the same small JSON body once its request
+body has been read. It is served exactly as ``infernet-node`` serves a node: hypercorn on
+the asyncio loop, from a TCP_NODELAY listening socket handed over as ``fd://``, with the
+hypercorn Config that ``infernet_asgi.cli._serve`` builds.
+
+Usage: python benchmarks/bare_app.py PORT [HOST]   (HOST defaults to 127.0.0.1)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HypercornConfig
+
+from infernet_asgi.cli import listening_socket
+
+BODY = b'{"id":"00000000-0000-0000-0000-000000000000"}'
+HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode("ascii"))]
+START = {"type": "http.response.start", "status": 200, "headers": HEADERS}
+# Node's default NodeConfig().shutdown_grace, which cli._serve uses as graceful_timeout.
+GRACEFUL_TIMEOUT = 5.0
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    kind = scope["type"]
+    if kind == "http":
+        # Read the whole request body, as the node does before it answers.
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            if not message.get("more_body", False):
+                break
+        await send(START)
+        await send({"type": "http.response.body", "body": BODY})
+    elif kind == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _serve(sock_fd: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    # Mirror infernet_asgi.cli._serve.
+    config = HypercornConfig()
+    config.bind = [f"fd://{sock_fd}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.graceful_timeout = GRACEFUL_TIMEOUT
+    await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+
+def main(argv: list[str]) -> int:
+    if not 1 <= len(argv) <= 2:
+        print(__doc__.strip().splitlines()[-1], file=sys.stderr)
+        return 2
+    port = int(argv[0])
+    host = argv[1] if len(argv) == 2 else "127.0.0.1"
+    logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sock = listening_socket(host, port)
+    try:
+        asyncio.run(_serve(sock.fileno()))
+    finally:
+        # hypercorn wrapped the same descriptor in its own socket object and closes it.
+        sock.detach()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
