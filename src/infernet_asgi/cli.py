@@ -78,7 +78,12 @@ async def _serve(node: Node, sock: socket.socket) -> None:
     async with node:
         host, port = sock.getsockname()[:2]
         log.info("infernet-node listening on %s:%s", host, port)
-        await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        # Serve from a task of its own: on Pythons without the fix for CPython gh-116720
+        # (3.11 among them) the asyncio.TaskGroup inside serve() leaves the task that ran it
+        # with a cancellation request it never withdraws. In this task, anyio would then take
+        # the node's own shutdown cancellation (jobs outliving the grace period) for a
+        # foreign one and re-raise it.
+        await asyncio.ensure_future(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
 
 
 def _parser() -> argparse.ArgumentParser:

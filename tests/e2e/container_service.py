@@ -1,0 +1,120 @@
+"""A tiny Infernet container service for the end-to-end tests (standard library only).
+
+Run as ``python container_service.py --mode MODE [--delay SECONDS]``. It listens on
+127.0.0.1 (port 0 unless ``--port`` is given), prints ``LISTENING <port>`` on stdout once it
+accepts connections, and serves:
+
+* ``POST /service_output`` -- behaviour chosen by ``--mode``:
+
+  * ``fast``    -- 200 ``{"echo": data, "source", "destination", "requires_proof", "auth"}``,
+    i.e. what the node sent, with ``auth`` the Authorization header (or null);
+  * ``slow``    -- the same after sleeping ``--delay`` seconds;
+  * ``fail500`` -- 500 ``{"error": "boom"}``;
+  * ``nonjson`` -- 200 ``text/plain`` ``not json``;
+  * ``hang``    -- never answers.
+
+* ``GET /calls`` -- every ``POST /service_output`` received so far, in order, as
+  ``[{"path", "headers": {lowercased name: value}, "body": <parsed JSON or raw text>}]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+MODES = ("fast", "slow", "fail500", "nonjson", "hang")
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: Service
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep stderr quiet
+        pass
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, value: Any) -> None:
+        self._send(status, json.dumps(value).encode())
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path == "/calls":
+            with self.server.lock:
+                calls = list(self.server.calls)
+            self._json(200, calls)
+        else:
+            self._json(404, {"error": "not found"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        if self.path != "/service_output":
+            self._json(404, {"error": "not found"})
+            return
+        try:
+            body: Any = json.loads(raw)
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        with self.server.lock:
+            self.server.calls.append(
+                {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
+            )
+        mode = self.server.mode
+        if mode == "hang":
+            time.sleep(3600)
+            return
+        if mode == "fail500":
+            self._json(500, {"error": "boom"})
+            return
+        if mode == "nonjson":
+            self._send(200, b"not json", "text/plain")
+            return
+        if mode == "slow":
+            time.sleep(self.server.delay)
+        payload = body if isinstance(body, dict) else {}
+        self._json(
+            200,
+            {
+                "echo": payload.get("data"),
+                "source": payload.get("source"),
+                "destination": payload.get("destination"),
+                "requires_proof": payload.get("requires_proof"),
+                "auth": self.headers.get("Authorization"),
+            },
+        )
+
+
+class Service(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, port: int, mode: str, delay: float) -> None:
+        super().__init__(("127.0.0.1", port), Handler)
+        self.mode = mode
+        self.delay = delay
+        self.calls: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", choices=MODES, required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--delay", type=float, default=1.0)
+    args = parser.parse_args()
+    service = Service(args.port, args.mode, args.delay)
+    print(f"LISTENING {service.server_address[1]}", flush=True)
+    service.serve_forever(poll_interval=0.05)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
