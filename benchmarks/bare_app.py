@@ -3,7 +3,7 @@
 Every HTTP request (any method, any path) gets the same small JSON body once its request
 body has been read. It is served exactly as ``infernet-node`` serves a node: hypercorn on
 the asyncio loop, from a TCP_NODELAY listening socket handed over as ``fd://``, with the
-hypercorn Config that ``infernet_asgi.cli._serve`` builds.
+hypercorn Config from ``infernet_asgi.cli.hypercorn_config``.
 
 Usage: python benchmarks/bare_app.py PORT [HOST]   (HOST defaults to 127.0.0.1)
 """
@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
+import socket
 import sys
 from typing import Any
 
 from hypercorn.asyncio import serve
-from hypercorn.config import Config as HypercornConfig
 
-from infernet_asgi.cli import listening_socket
+from infernet_asgi.cli import hypercorn_config, listening_socket, stop_on_signals
 
 BODY = b'{"id":"00000000-0000-0000-0000-000000000000"}'
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode("ascii"))]
@@ -50,18 +49,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 return
 
 
-async def _serve(sock_fd: int) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    # Mirror infernet_asgi.cli._serve.
-    config = HypercornConfig()
-    config.bind = [f"fd://{sock_fd}"]
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.graceful_timeout = GRACEFUL_TIMEOUT
-    await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+async def _serve(sock: socket.socket) -> None:
+    stop = stop_on_signals()
+    await serve(app, hypercorn_config(sock, GRACEFUL_TIMEOUT), shutdown_trigger=stop.wait)  # type: ignore[arg-type]
 
 
 def main(argv: list[str]) -> int:
@@ -73,7 +63,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sock = listening_socket(host, port)
     try:
-        asyncio.run(_serve(sock.fileno()))
+        asyncio.run(_serve(sock))
     finally:
         # hypercorn wrapped the same descriptor in its own socket object and closes it.
         sock.detach()

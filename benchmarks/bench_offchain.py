@@ -52,8 +52,7 @@ JOB_BODY = json.dumps({"containers": ["echo"], "data": {"input": "hello"}}, sepa
 
 def post_bytes(path: str, body: bytes) -> bytes:
     return (
-        f"POST {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode("ascii") + body
 
 
@@ -160,10 +159,9 @@ def node_command() -> list[str]:
 
 async def start_server(name: str, argv: list[str], port: int, log_dir: Path, started: list[Server]) -> Server:
     log_path = log_dir / f"{name}.log"
-    log = open(log_path, "wb")
     env = {k: v for k, v in os.environ.items() if k != "INFERNET_CONFIG_PATH"}
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-    log.close()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     server = Server(name, port, proc, log_path)
     started.append(server)
     deadline = time.monotonic() + 30.0
@@ -428,10 +426,15 @@ async def run(args: argparse.Namespace, log_dir: Path, servers: list[Server]) ->
         bare_port = free_port()
     print(f"starting infernet-node on {HOST}:{node_port} and bare_app on {HOST}:{bare_port} ...", flush=True)
     node = await start_server(
-        "node", [*node_command(), "--host", HOST, "--port", str(node_port), "--log-level", "WARNING"],
-        node_port, log_dir, servers,
+        "node",
+        [*node_command(), "--host", HOST, "--port", str(node_port), "--log-level", "WARNING"],
+        node_port,
+        log_dir,
+        servers,
     )
-    bare = await start_server("bare", [sys.executable, str(BARE_APP), str(bare_port), HOST], bare_port, log_dir, servers)
+    bare = await start_server(
+        "bare", [sys.executable, str(BARE_APP), str(bare_port), HOST], bare_port, log_dir, servers
+    )
     await asyncio.sleep(0.5)
     node_rss_start = node.rss_kib()
 
@@ -467,11 +470,13 @@ async def run(args: argparse.Namespace, log_dir: Path, servers: list[Server]) ->
     # machine's state); the median of these is the ratio reported.
     for kind in ("post", "get"):
         figures[f"{kind}_ratio_rounds"] = [
-            round(n.rps / b.rps, 3) for n, b in zip(results[f"node_{kind}"], results[f"bare_{kind}"])
+            round(n.rps / b.rps, 3) for n, b in zip(results[f"node_{kind}"], results[f"bare_{kind}"], strict=True)
         ]
 
     phase(f"end-to-end job latency, 1 connection, {args.latency_samples} samples")
-    lat = await job_latency(node, args.latency_samples, warmup=min(200, args.latency_samples), timeout=args.latency_timeout)
+    lat = await job_latency(
+        node, args.latency_samples, warmup=min(200, args.latency_samples), timeout=args.latency_timeout
+    )
     bare_rtt = await round_trip(bare, get, min(2000, args.latency_samples))
     node_get_rtt = await round_trip(node, get, min(2000, args.latency_samples))
     figures["latency"] = {
@@ -494,8 +499,11 @@ async def run(args: argparse.Namespace, log_dir: Path, servers: list[Server]) ->
     phase(f"memory: fresh node, {args.rss_jobs} echo jobs over {conns} connections")
     mem_port = free_port()
     mem_node = await start_server(
-        "node-memory", [*node_command(), "--host", HOST, "--port", str(mem_port), "--log-level", "WARNING"],
-        mem_port, log_dir, servers,
+        "node-memory",
+        [*node_command(), "--host", HOST, "--port", str(mem_port), "--log-level", "WARNING"],
+        mem_port,
+        log_dir,
+        servers,
     )
     figures["memory"] = await memory_phase(mem_node, args.rss_jobs, conns, timeout=args.rss_timeout)
     return figures
@@ -519,27 +527,77 @@ def print_table(figures: dict[str, Any], checks: dict[str, Any], args: argparse.
     np, bp, ng, bg = (figures[k] for k in ("node_post", "bare_post", "node_get", "bare_get"))
     lat, mem = figures["latency"], figures["memory"]
     rows = [
-        ("POST /api/jobs  node req/s", f"{np['rps']:,.0f}", f"server cpu {np['server_cpu']:.0%}, client cpu {np['client_cpu']:.0%}"),
-        ("POST /api/jobs  bare req/s", f"{bp['rps']:,.0f}", f"server cpu {bp['server_cpu']:.0%}, client cpu {bp['client_cpu']:.0%}"),
-        ("POST node / bare", f"{checks['post_ratio']:.1%}", f"target >= {POST_TARGET_RATIO:.0%}: {ok(checks['post_ratio_met'])}; "
-         f"median of rounds {_pct(figures['post_ratio_rounds'])}"),
-        ("GET ?id=        node req/s", f"{ng['rps']:,.0f}", f"server cpu {ng['server_cpu']:.0%}, client cpu {ng['client_cpu']:.0%}"),
-        ("GET ?id=        bare req/s", f"{bg['rps']:,.0f}", f"server cpu {bg['server_cpu']:.0%}, client cpu {bg['client_cpu']:.0%}"),
-        ("GET node / bare", f"{checks['get_ratio']:.1%}", f"(no target); median of rounds {_pct(figures['get_ratio_rounds'])}"),
-        ("job latency p50", f"{lat['p50_ms']:.3f} ms", f"target <= {LATENCY_P50_TARGET_MS:g} ms: {ok(checks['latency_p50_met'])}"),
-        ("job latency p99", f"{lat['p99_ms']:.3f} ms", f"p90 {lat['p90_ms']:.3f}, max {lat['max_ms']:.3f}, {lat['samples']} samples, {lat['mean_polls']:.2f} GETs/job"),
-        ("  one GET round trip p50", f"{lat['node_get_rtt_p50_ms']:.3f} ms", f"bare app: {lat['bare_rtt_p50_ms']:.3f} ms"),
-        ("node RSS at start", f"{figures['node_rss_start_mib']:.1f} MiB", f"after the load phases: {figures['node_rss_after_load_mib']:.1f} MiB"),
-        (f"node RSS after {mem['jobs']:,} jobs", f"{mem['rss_after_mib']:.1f} MiB",
-         f"fresh node: {mem['rss_start_mib']:.1f} MiB at start, +{mem['rss_growth_mib']:.1f} MiB "
-         f"(~{mem['rss_per_job_bytes']} B/job), peak {mem['peak_rss_mib']:.1f} MiB"),
-        ("  submit rate while filling", f"{mem['submit_rps']:,.0f} req/s", f"all finished after {mem['seconds_to_all_finished']:.1f} s"),
+        (
+            "POST /api/jobs  node req/s",
+            f"{np['rps']:,.0f}",
+            f"server cpu {np['server_cpu']:.0%}, client cpu {np['client_cpu']:.0%}",
+        ),
+        (
+            "POST /api/jobs  bare req/s",
+            f"{bp['rps']:,.0f}",
+            f"server cpu {bp['server_cpu']:.0%}, client cpu {bp['client_cpu']:.0%}",
+        ),
+        (
+            "POST node / bare",
+            f"{checks['post_ratio']:.1%}",
+            f"target >= {POST_TARGET_RATIO:.0%}: {ok(checks['post_ratio_met'])}; "
+            f"median of rounds {_pct(figures['post_ratio_rounds'])}",
+        ),
+        (
+            "GET ?id=        node req/s",
+            f"{ng['rps']:,.0f}",
+            f"server cpu {ng['server_cpu']:.0%}, client cpu {ng['client_cpu']:.0%}",
+        ),
+        (
+            "GET ?id=        bare req/s",
+            f"{bg['rps']:,.0f}",
+            f"server cpu {bg['server_cpu']:.0%}, client cpu {bg['client_cpu']:.0%}",
+        ),
+        (
+            "GET node / bare",
+            f"{checks['get_ratio']:.1%}",
+            f"(no target); median of rounds {_pct(figures['get_ratio_rounds'])}",
+        ),
+        (
+            "job latency p50",
+            f"{lat['p50_ms']:.3f} ms",
+            f"target <= {LATENCY_P50_TARGET_MS:g} ms: {ok(checks['latency_p50_met'])}",
+        ),
+        (
+            "job latency p99",
+            f"{lat['p99_ms']:.3f} ms",
+            f"p90 {lat['p90_ms']:.3f}, max {lat['max_ms']:.3f}, {lat['samples']} samples, "
+            f"{lat['mean_polls']:.2f} GETs/job",
+        ),
+        (
+            "  one GET round trip p50",
+            f"{lat['node_get_rtt_p50_ms']:.3f} ms",
+            f"bare app: {lat['bare_rtt_p50_ms']:.3f} ms",
+        ),
+        (
+            "node RSS at start",
+            f"{figures['node_rss_start_mib']:.1f} MiB",
+            f"after the load phases: {figures['node_rss_after_load_mib']:.1f} MiB",
+        ),
+        (
+            f"node RSS after {mem['jobs']:,} jobs",
+            f"{mem['rss_after_mib']:.1f} MiB",
+            f"fresh node: {mem['rss_start_mib']:.1f} MiB at start, +{mem['rss_growth_mib']:.1f} MiB "
+            f"(~{mem['rss_per_job_bytes']} B/job), peak {mem['peak_rss_mib']:.1f} MiB",
+        ),
+        (
+            "  submit rate while filling",
+            f"{mem['submit_rps']:,.0f} req/s",
+            f"all finished after {mem['seconds_to_all_finished']:.1f} s",
+        ),
     ]
     width = max(len(r[0]) for r in rows)
     vwidth = max(len(r[1]) for r in rows)
     print()
-    print(f"infernet-node off-chain benchmark: {args.connections} keep-alive connections, "
-          f"{args.rounds} round(s) of {args.duration:g} s per throughput phase (median shown), loopback {HOST}")
+    print(
+        f"infernet-node off-chain benchmark: {args.connections} keep-alive connections, "
+        f"{args.rounds} round(s) of {args.duration:g} s per throughput phase (median shown), loopback {HOST}"
+    )
     print("-" * (width + vwidth + 50))
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>{vwidth}}  {note}")
@@ -551,16 +609,26 @@ def _pct(values: list[float]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="short run (< ~60 s): 3 rounds of 1.5 s phases, 500 latency samples, 20k jobs")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="short run (< ~60 s): 3 rounds of 1.5 s phases, 500 latency samples, 20k jobs",
+    )
     parser.add_argument("--connections", type=int, default=16, help="concurrent keep-alive connections (default 16)")
     parser.add_argument("--duration", type=float, help="seconds counted per throughput phase (default 3, quick 1.5)")
     parser.add_argument("--warmup", type=float, help="seconds of load before counting starts (default 0.5)")
-    parser.add_argument("--rounds", type=int, help="rounds of the four throughput phases; medians are reported (default 8, quick 3)")
+    parser.add_argument(
+        "--rounds", type=int, help="rounds of the four throughput phases; medians are reported (default 8, quick 3)"
+    )
     parser.add_argument("--max-requests", type=int, default=5_000_000, help="cap on requests counted per phase")
     parser.add_argument("--latency-samples", type=int, help="end-to-end job latency samples (default 2000, quick 500)")
     parser.add_argument("--latency-timeout", type=float, default=120.0, help="cap on the latency phase in seconds")
-    parser.add_argument("--rss-jobs", type=int, help="jobs run before the second RSS reading (default 100000, quick 20000)")
+    parser.add_argument(
+        "--rss-jobs", type=int, help="jobs run before the second RSS reading (default 100000, quick 20000)"
+    )
     parser.add_argument("--rss-timeout", type=float, default=600.0, help="cap on submitting the RSS jobs, seconds")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON here")
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs (printed path)")

@@ -10,4 +10,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
+# Lint first: it takes a second and keeps the tree clean.
+.venv/bin/ruff check --quiet src tests benchmarks
+.venv/bin/ruff format --check --quiet src tests benchmarks
+
 exec .venv/bin/python -m pytest "$@"

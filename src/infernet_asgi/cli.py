@@ -23,7 +23,7 @@ from infernet_core import ConfigError, LocalContainer, Node, NodeConfig, echo, l
 
 from .app import InfernetApp
 
-__all__ = ("build_node", "listening_socket", "main")
+__all__ = ("build_node", "hypercorn_config", "listening_socket", "main", "stop_on_signals")
 
 log = logging.getLogger("infernet_asgi.cli")
 
@@ -63,17 +63,30 @@ def listening_socket(host: str, port: int, backlog: int = 2048) -> socket.socket
     return sock
 
 
-async def _serve(node: Node, sock: socket.socket) -> None:
-    app = InfernetApp(node)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+def hypercorn_config(sock: socket.socket, graceful_timeout: float) -> HypercornConfig:
+    """The hypercorn settings ``infernet-node`` serves with: ``sock`` (see
+    :func:`listening_socket`) handed over as ``fd://``, and no access log."""
     config = HypercornConfig()
     config.bind = [f"fd://{sock.fileno()}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.graceful_timeout = node.config.shutdown_grace
+    config.graceful_timeout = graceful_timeout
+    return config
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event that SIGTERM or SIGINT sets (call it inside the running event loop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+async def _serve(node: Node, sock: socket.socket) -> None:
+    app = InfernetApp(node)
+    stop = stop_on_signals()
+    config = hypercorn_config(sock, node.config.shutdown_grace)
     # Start the node before serving, so a bad config fails before the port answers.
     async with node:
         host, port = sock.getsockname()[:2]

@@ -236,9 +236,8 @@ def _normalise_v02(raw: dict[str, Any]) -> None:
     if not isinstance(containers, list):
         return
     for entry in containers:
-        if isinstance(entry, dict) and isinstance(entry.get("port"), str):
-            if entry["port"].isdigit():
-                entry["port"] = int(entry["port"])
+        if isinstance(entry, dict) and isinstance(entry.get("port"), str) and entry["port"].isdigit():
+            entry["port"] = int(entry["port"])
 
 
 def unknown_keys(raw: Any, struct_type: type[Any] = NodeConfig, prefix: str = "") -> list[str]:

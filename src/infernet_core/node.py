@@ -74,8 +74,10 @@ class Node:
         containers: Iterable[ContainerClient] = (),
     ) -> None:
         self.config = config if config is not None else NodeConfig()
-        self.store = store if store is not None else MemoryResultStore(
-            max_finished=self.config.max_finished_jobs, pending_ttl=self.config.pending_ttl
+        self.store = (
+            store
+            if store is not None
+            else MemoryResultStore(max_finished=self.config.max_finished_jobs, pending_ttl=self.config.pending_ttl)
         )
         self._task_group: TaskGroup | None = None
         self._extra: dict[str, ContainerClient] = {}
@@ -129,7 +131,10 @@ class Node:
         )
         clients: dict[str, ContainerClient] = {c.id: HttpContainer(c, self._http) for c in self.config.containers}
         clients.update(self._extra)
-        rules = {client.info.id: ContainerRules.build(client.info.id, external=client.info.external) for client in self._extra.values()}
+        rules = {
+            info.id: ContainerRules.build(info.id, external=info.external)
+            for info in (client.info for client in self._extra.values())
+        }
         for c in self.config.containers:
             rules[c.id] = ContainerRules.build(
                 c.id,
@@ -284,8 +289,9 @@ class Node:
             try:
                 job = await run_pipeline(job, self._clients, request.data, requires_proof=request.requires_proof)
             except anyio.get_cancelled_exc_class():
+                aborted = apply(job, JobAborted(container="", reason=_SHUTDOWN_REASON), now=time.time())
                 with anyio.CancelScope(shield=True):
-                    await self._store_quietly(apply(job, JobAborted(container="", reason=_SHUTDOWN_REASON), now=time.time()))
+                    await self._store_quietly(aborted)
                 raise
             except Exception as exc:
                 log.exception("job %s crashed", job.id)

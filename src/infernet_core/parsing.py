@@ -63,9 +63,7 @@ def parse_compute_request(body: bytes) -> ComputeRequest:
 
 def _convert(raw: Any, job_error: msgspec.DecodeError) -> ComputeRequest:
     if not isinstance(raw, dict):
-        raise BadRequest(
-            f"Request body must be a JSON object, got {_json_kind(raw)}", {"path": "$"}
-        )
+        raise BadRequest(f"Request body must be a JSON object, got {_json_kind(raw)}", {"path": "$"})
     if "subscription" in raw and "containers" not in raw:
         try:
             return msgspec.convert(raw, DelegatedSubscriptionRequest)

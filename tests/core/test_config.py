@@ -91,7 +91,9 @@ def test_container_defaults() -> None:
     assert (container.image, container.url, container.bearer, container.port) == ("", "", "", 3000)
     assert container.external is True
     assert container.generates_proofs is False
-    assert container.allowed_ips == [] and container.allowed_addresses == [] and container.allowed_delegate_addresses == []
+    assert (
+        container.allowed_ips == [] and container.allowed_addresses == [] and container.allowed_delegate_addresses == []
+    )
     assert container.timeout == 180.0
     assert container.base_url == "http://localhost:3000"
 
@@ -153,15 +155,27 @@ def test_chain_enabled_with_everything_is_valid() -> None:
         ({"containers": [{"id": 1}]}, "config: expected `str`, got `int` at containers[0].id"),
         ({"containers": [{"id": ""}]}, "config: expected `str` of length >= 1 at containers[0].id"),
         ({"containers": [{"image": "x"}]}, "config: object missing required field `id` at containers[0]"),
-        ({"containers": [{"id": "a"}, {"id": "b", "external": "yes"}]}, "config: expected `bool`, got `str` at containers[1].external"),
+        (
+            {"containers": [{"id": "a"}, {"id": "b", "external": "yes"}]},
+            "config: expected `bool`, got `str` at containers[1].external",
+        ),
         ({"containers": [{"id": "a", "port": "abc"}]}, "config: expected `int`, got `str` at containers[0].port"),
         ({"containers": [{"id": "a", "port": "70000"}]}, "config: expected `int` <= 65535 at containers[0].port"),
         ({"containers": [{"id": "a", "env": {"K": 1}}]}, "config: expected `str`, got `int` at containers[0].env[...]"),
-        ({"containers": [{"id": "a", "allowed_ips": "10.0.0.0/8"}]}, "config: expected `array`, got `str` at containers[0].allowed_ips"),
+        (
+            {"containers": [{"id": "a", "allowed_ips": "10.0.0.0/8"}]},
+            "config: expected `array`, got `str` at containers[0].allowed_ips",
+        ),
         ({"containers": [{"id": "a", "timeout": 0}]}, "config: expected `float` > 0.0 at containers[0].timeout"),
         ({"containers": {"id": "a"}}, "config: expected `array`, got `object` at containers"),
-        ({"chain": {"wallet": {"max_gas_limit": "5"}}}, "config: expected `int`, got `str` at chain.wallet.max_gas_limit"),
-        ({"chain": {"snapshot_sync": {"batch_size": 0}}}, "config: expected `int` >= 1 at chain.snapshot_sync.batch_size"),
+        (
+            {"chain": {"wallet": {"max_gas_limit": "5"}}},
+            "config: expected `int`, got `str` at chain.wallet.max_gas_limit",
+        ),
+        (
+            {"chain": {"snapshot_sync": {"batch_size": 0}}},
+            "config: expected `int` >= 1 at chain.snapshot_sync.batch_size",
+        ),
         ({"chain": {"enabled": "true"}}, "config: expected `bool`, got `str` at chain.enabled"),
         ({"manage_containers": 0}, "config: expected `bool`, got `int` at manage_containers"),
         ({"startup_wait": -1}, "config: expected `float` >= 0.0 at startup_wait"),
@@ -262,7 +276,9 @@ def test_unknown_keys_tolerates_wrong_shapes() -> None:
 
 def test_load_config_reads_file(tmp_path: Path) -> None:
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({"server": {"port": 4321}, "manage_containers": False, "containers": [{"id": "a", "port": "3001"}]}))
+    path.write_text(
+        json.dumps({"server": {"port": 4321}, "manage_containers": False, "containers": [{"id": "a", "port": "3001"}]})
+    )
     config = load_config(path)
     assert config.server.port == 4321
     assert config.manage_containers is False

@@ -239,7 +239,9 @@ def test_parse_networks_and_in_networks() -> None:
 # -- delegated subscriptions -----------------------------------------------------------------------
 
 
-def delegated(container_id: str = "ext", *, owner: str = OWNER, expiry: int = 2_000_000_000) -> DelegatedSubscriptionRequest:
+def delegated(
+    container_id: str = "ext", *, owner: str = OWNER, expiry: int = 2_000_000_000
+) -> DelegatedSubscriptionRequest:
     return DelegatedSubscriptionRequest(
         subscription=SubscriptionRequest(
             owner=owner,
@@ -292,7 +294,9 @@ def test_delegated_chain_not_enabled_params_are_the_submission() -> None:
     assert msgspec.json.decode(msgspec.json.encode(params)) == {"delegated_subscription": expected}
 
 
-@pytest.mark.parametrize(("expiry", "now", "expired"), [(99, 100.0, True), (100, 100.0, False), (100, 100.99, False), (100, 101.0, True)])
+@pytest.mark.parametrize(
+    ("expiry", "now", "expired"), [(99, 100.0, True), (100, 100.0, False), (100, 100.99, False), (100, 101.0, True)]
+)
 def test_delegated_signature_expired(expiry: int, now: float, expired: bool) -> None:
     request = delegated(expiry=expiry)
     if expired:
@@ -389,7 +393,10 @@ def test_allows_ip_matches_ipaddress_membership(data: st.DataObject, nets: list[
     if expected:
         g.check_job(job("c"), text)
     else:
-        assert rejection(g, job("c"), text) == ("Container not allowed for address", {"container": "c", "address": text})
+        assert rejection(g, job("c"), text) == (
+            "Container not allowed for address",
+            {"container": "c", "address": text},
+        )
 
 
 POOL = ["a", "b", "c", "d", "ghost"]

@@ -95,7 +95,7 @@ def test_new_job_in_reported_status(status: Any, state: JobState, pending: bool,
 
 def test_state_values_are_wire_statuses() -> None:
     assert [s.value for s in JobState] == ["running", "success", "failed"]
-    assert TERMINAL_STATES == frozenset({JobState.SUCCEEDED, JobState.FAILED})
+    assert frozenset({JobState.SUCCEEDED, JobState.FAILED}) == TERMINAL_STATES
     assert set(TRANSITIONS) == set(JobState)
     for state in TERMINAL_STATES:
         assert TRANSITIONS[state] == {}
@@ -285,7 +285,12 @@ def test_to_result_aborted_job() -> None:
 @pytest.mark.parametrize(("status", "wire"), [("success", "success"), ("failed", "failed")])
 def test_to_result_status_reported_has_no_result(status: Any, wire: str) -> None:
     job = apply(running(), StatusReported(status=status), now=1.0)
-    assert encode(job.to_result(intermediate=True)) == {"id": "job-1", "status": wire, "result": None, "intermediate": []}
+    assert encode(job.to_result(intermediate=True)) == {
+        "id": "job-1",
+        "status": wire,
+        "result": None,
+        "intermediate": [],
+    }
     created = new_job("z", "c", ["a"], created_at=0.0, status=status)
     assert encode(created.to_result()) == {"id": "z", "status": wire, "result": None}
 
@@ -366,7 +371,7 @@ class JobMachine(RuleBasedStateMachine):
 
     @invariant()
     def outputs_only_grow(self) -> None:
-        for older, newer in zip(self.history, self.history[1:]):
+        for older, newer in zip(self.history, self.history[1:], strict=False):
             assert newer.outputs[: len(older.outputs)] == older.outputs
             assert len(newer.outputs) >= len(older.outputs)
 
@@ -391,10 +396,14 @@ class JobMachine(RuleBasedStateMachine):
         plain = job.to_result()
         full = job.to_result(intermediate=True)
         assert plain.intermediate is msgspec.UNSET
-        assert (plain.id, plain.status, plain.result) == (full.id, full.status, full.result) == (
-            job.id,
-            job.status,
-            full.result,
+        assert (
+            (plain.id, plain.status, plain.result)
+            == (full.id, full.status, full.result)
+            == (
+                job.id,
+                job.status,
+                full.result,
+            )
         )
         assert isinstance(full.intermediate, list)
         if job.state is JobState.RUNNING:

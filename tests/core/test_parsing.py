@@ -101,8 +101,15 @@ def test_invalid_json(raw: bytes) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "kind"),
-    [(b"[]", "an array"), (b'[{"containers": ["a"], "data": {}}]', "an array"), (b'"x"', "a string"),
-     (b"42", "a number"), (b"4.5", "a number"), (b"null", "null"), (b"true", "a boolean")],
+    [
+        (b"[]", "an array"),
+        (b'[{"containers": ["a"], "data": {}}]', "an array"),
+        (b'"x"', "a string"),
+        (b"42", "a number"),
+        (b"4.5", "a number"),
+        (b"null", "null"),
+        (b"true", "a boolean"),
+    ],
 )
 def test_body_not_an_object(raw: bytes, kind: str) -> None:
     error = bad(parse_compute_request, raw)
@@ -280,8 +287,13 @@ def test_empty_batch() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "kind"),
-    [(b'{"containers": ["a"], "data": {}}', "an object"), (b"1", "a number"), (b'"[]"', "a string"),
-     (b"null", "null"), (b"false", "a boolean")],
+    [
+        (b'{"containers": ["a"], "data": {}}', "an object"),
+        (b"1", "a number"),
+        (b'"[]"', "a string"),
+        (b"null", "null"),
+        (b"false", "a boolean"),
+    ],
 )
 def test_batch_not_an_array(raw: bytes, kind: str) -> None:
     error = bad(parse_batch, raw)
@@ -383,8 +395,25 @@ json_scalars = (
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=8)
 )
-KEYS = ["containers", "data", "subscription", "signature", "requires_proof", "id", "status", "ip",
-        "owner", "r", "s", "v", "expiry", "nonce", "container_id", "active_at", "inputs"]
+KEYS = [
+    "containers",
+    "data",
+    "subscription",
+    "signature",
+    "requires_proof",
+    "id",
+    "status",
+    "ip",
+    "owner",
+    "r",
+    "s",
+    "v",
+    "expiry",
+    "nonce",
+    "container_id",
+    "active_at",
+    "inputs",
+]
 keys = st.sampled_from(KEYS) | st.text(max_size=4)
 json_values = st.recursive(
     json_scalars,

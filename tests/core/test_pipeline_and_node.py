@@ -104,7 +104,10 @@ async def test_pipeline_chains_outputs_sync_and_async() -> None:
     assert job.finished_at is not None and job.finished_at > 0
 
 
-@pytest.mark.parametrize(("source", "destination"), [(Source.ONCHAIN, Source.ONCHAIN), (Source.STREAM, Source.ONCHAIN), (Source.OFFCHAIN, Source.STREAM)])
+@pytest.mark.parametrize(
+    ("source", "destination"),
+    [(Source.ONCHAIN, Source.ONCHAIN), (Source.STREAM, Source.ONCHAIN), (Source.OFFCHAIN, Source.STREAM)],
+)
 async def test_pipeline_source_and_destination_per_call(source: Source, destination: Source) -> None:
     recorders = [Recorder(), AsyncRecorder(), Recorder()]
     clients = {f"c{i}": LocalContainer(f"c{i}", r) for i, r in enumerate(recorders)}
@@ -123,10 +126,16 @@ async def test_pipeline_source_and_destination_per_call(source: Source, destinat
 async def test_pipeline_single_container_gets_both_ends() -> None:
     recorder = Recorder()
     await run_pipeline(
-        job_for("only"), {"only": LocalContainer("only", recorder)}, {"x": 1}, source=Source.ONCHAIN, destination=Source.ONCHAIN
+        job_for("only"),
+        {"only": LocalContainer("only", recorder)},
+        {"x": 1},
+        source=Source.ONCHAIN,
+        destination=Source.ONCHAIN,
     )
     [call] = recorder.calls
-    assert call == ContainerInput(source=Source.ONCHAIN, destination=Source.ONCHAIN, data={"x": 1}, requires_proof=False)
+    assert call == ContainerInput(
+        source=Source.ONCHAIN, destination=Source.ONCHAIN, data={"x": 1}, requires_proof=False
+    )
 
 
 async def test_pipeline_defaults_are_offchain() -> None:
@@ -319,7 +328,10 @@ async def test_decorator_registered_chain() -> None:
         # internal container cannot come first
         with pytest.raises(AdmissionError) as info:
             await node.submit(JobRequest(containers=["exclaim"], data={}), "me")
-        assert (info.value.message, info.value.params) == ("First container must be external", {"first_container": "exclaim"})
+        assert (info.value.message, info.value.params) == (
+            "First container must be external",
+            {"first_container": "exclaim"},
+        )
 
 
 async def test_failed_job_result() -> None:
@@ -565,7 +577,10 @@ async def test_node_not_running_before_start_and_after_stop() -> None:
 
 async def test_info_shape() -> None:
     node = Node(
-        NodeConfig(manage_containers=False, containers=[ContainerConfig(id="remote", image="img:1", description="far", port=3999)]),
+        NodeConfig(
+            manage_containers=False,
+            containers=[ContainerConfig(id="remote", image="img:1", description="far", port=3999)],
+        ),
         containers=[LocalContainer("local", upper, external=False, description="near")],
     )
     async with node:
@@ -629,7 +644,10 @@ async def test_config_error_when_chain_enabled() -> None:
     config = NodeConfig(
         manage_containers=False,
         chain=ChainConfig(
-            enabled=True, rpc_url="http://127.0.0.1:8545", coordinator_address="0x1", wallet=WalletConfig(private_key="0x2")
+            enabled=True,
+            rpc_url="http://127.0.0.1:8545",
+            coordinator_address="0x1",
+            wallet=WalletConfig(private_key="0x2"),
         ),
     )
     node = Node(config)

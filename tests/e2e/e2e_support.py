@@ -50,11 +50,7 @@ def node_command() -> list[str]:
 
 def subprocess_env() -> dict[str, str]:
     """The environment for child processes: no config path, no proxies."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k != "INFERNET_CONFIG_PATH" and not k.lower().endswith("_proxy")
-    }
+    env = {k: v for k, v in os.environ.items() if k != "INFERNET_CONFIG_PATH" and not k.lower().endswith("_proxy")}
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -222,11 +218,14 @@ def start_services(modes: dict[str, str], delay: float = SLOW_DELAY) -> dict[str
     started: dict[str, ServiceProcess] = {}
     try:
         for name, mode in modes.items():
-            procs[name] = mode, subprocess.Popen(
-                [sys.executable, str(SERVICE_SCRIPT), "--mode", mode, "--delay", str(delay)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                env=subprocess_env(),
+            procs[name] = (
+                mode,
+                subprocess.Popen(
+                    [sys.executable, str(SERVICE_SCRIPT), "--mode", mode, "--delay", str(delay)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    env=subprocess_env(),
+                ),
             )
         for name, (mode, proc) in list(procs.items()):
             assert proc.stdout is not None

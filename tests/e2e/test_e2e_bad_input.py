@@ -45,7 +45,15 @@ def test_invalid_json(http: httpx.Client, body: bytes) -> None:
     assert error["error"].startswith("Invalid JSON: ")
 
 
-@pytest.mark.parametrize(("body", "kind"), [(b"[]", "an array"), (b'[{"containers": ["echo"], "data": {}}]', "an array"), (b"null", "null"), (b"7", "a number")])
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        (b"[]", "an array"),
+        (b'[{"containers": ["echo"], "data": {}}]', "an array"),
+        (b"null", "null"),
+        (b"7", "a number"),
+    ],
+)
 def test_body_not_an_object(http: httpx.Client, body: bytes, kind: str) -> None:
     error = json_error(http.post("/api/jobs", content=body), 400)
     assert error == {"error": f"Request body must be a JSON object, got {kind}", "params": {"path": "$"}}
@@ -57,7 +65,11 @@ def test_body_not_an_object(http: httpx.Client, body: bytes, kind: str) -> None:
         ({"containers": [1], "data": {}}, "Expected `str`, got `int`", "$.containers[0]"),
         ({"containers": "echo", "data": {}}, "Expected `array`, got `str`", "$.containers"),
         ({"containers": ["echo"], "data": [1]}, "Expected `object`, got `array`", "$.data"),
-        ({"containers": ["echo"], "data": {}, "requires_proof": "no"}, "Expected `bool`, got `str`", "$.requires_proof"),
+        (
+            {"containers": ["echo"], "data": {}, "requires_proof": "no"},
+            "Expected `bool`, got `str`",
+            "$.requires_proof",
+        ),
         ({"containers": ["echo"]}, "Object missing required field `data`", "$"),
     ],
 )

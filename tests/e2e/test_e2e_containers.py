@@ -47,7 +47,16 @@ def test_info_lists_configured_containers(node: NodeProcess) -> None:
         info = http.get("/info").json()
     containers = {c["id"]: c for c in info["containers"]}
     assert list(containers) == [
-        "fast", "fast2", "fast-auth", "fast-port", "slow", "fail500", "nonjson", "hang", "fast-internal", "fast-proof",
+        "fast",
+        "fast2",
+        "fast-auth",
+        "fast-port",
+        "slow",
+        "fail500",
+        "nonjson",
+        "hang",
+        "fast-internal",
+        "fast-proof",
     ]
     assert containers["fast"] == {"id": "fast", "image": "", "description": "echoes what it got", "external": True}
     assert containers["fast-internal"]["external"] is False
@@ -78,7 +87,9 @@ def test_bearer_header_when_configured(node: NodeProcess, services: dict[str, Se
     assert call["headers"]["authorization"] == f"Bearer {BEARER}"
 
 
-def test_container_given_by_port_is_reached_on_localhost(node: NodeProcess, services: dict[str, ServiceProcess]) -> None:
+def test_container_given_by_port_is_reached_on_localhost(
+    node: NodeProcess, services: dict[str, ServiceProcess]
+) -> None:
     data = {"tag": tag()}
     with node.client() as http:
         result = wait_done(http, submit(http, ["fast-port"], data))
@@ -109,7 +120,11 @@ def test_chain_fast_then_fast(node: NodeProcess, services: dict[str, ServiceProc
     second = sent(first)
     with node.client() as http:
         job_id = submit(http, ["fast", "fast2"], data)
-        assert wait_done(http, job_id) == {"id": job_id, "status": "success", "result": {"container": "fast2", "output": second}}
+        assert wait_done(http, job_id) == {
+            "id": job_id,
+            "status": "success",
+            "result": {"container": "fast2", "output": second},
+        }
         assert get_result(http, job_id, intermediate=True) == {
             "id": job_id,
             "status": "success",

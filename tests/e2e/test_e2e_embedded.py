@@ -95,7 +95,10 @@ def test_batch(node: NodeProcess) -> None:
         first, second, third = response.json()
         assert list(first) == ["id"]
         assert second == {"error": "Container not supported", "params": {"container": "nope"}}
-        assert third == {"error": "Invalid job request: Expected `array`, got `str`", "params": {"path": "$[2].containers"}}
+        assert third == {
+            "error": "Invalid job request: Expected `array`, got `str`",
+            "params": {"path": "$[2].containers"},
+        }
         assert wait_done(http, first["id"])["result"] == {"container": "echo", "output": {"i": 0}}
 
 

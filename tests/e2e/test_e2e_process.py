@@ -127,7 +127,10 @@ def stderr_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
     [
         ({"server": {"port": "x"}}, "server.port"),
         ({"server": {"port": 70000}}, "server.port"),
-        ({"manage_containers": False, "containers": [{"id": "a", "url": "http://127.0.0.1:1", "timeout": -1}]}, "containers[0].timeout"),
+        (
+            {"manage_containers": False, "containers": [{"id": "a", "url": "http://127.0.0.1:1", "timeout": -1}]},
+            "containers[0].timeout",
+        ),
         ({"containers": [{"image": "x"}]}, "containers[0]"),
         ({"chain": {"enabled": "yes"}}, "chain.enabled"),
     ],

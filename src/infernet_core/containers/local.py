@@ -46,8 +46,9 @@ class LocalContainer(ContainerClient):
     ) -> None:
         self.info = ContainerInfo(id=id, image="", description=description, external=external)
         self._function = function
+        # An object whose class defines `async def __call__` counts as async too.
         self._is_async = inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
-            getattr(function, "__call__", None)
+            getattr(type(function), "__call__", None)  # noqa: B004 - the class attribute, not callable()
         )
         self._timeout = timeout
 
@@ -55,7 +56,7 @@ class LocalContainer(ContainerClient):
         try:
             with anyio.fail_after(self._timeout):
                 if self._is_async:
-                    output = await self._function(payload)  # type: ignore[misc]
+                    output = await self._function(payload)
                 else:
                     output = await anyio.to_thread.run_sync(self._function, payload, abandon_on_cancel=True)
         except TimeoutError:
