@@ -14,7 +14,7 @@ import ipaddress
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -30,6 +30,8 @@ __all__ = (
     "RedisConfig",
     "ServerConfig",
     "SnapshotSyncConfig",
+    "StoreConfig",
+    "StoreKind",
     "WalletConfig",
     "load_config",
     "parse_config",
@@ -182,6 +184,32 @@ class RedisConfig(_Config):
     port: Port = 6379
 
 
+StoreKind = Literal["memory", "sqlite", "redis"]
+
+
+class StoreConfig(_Config):
+    """Where job results live, and for how long."""
+
+    kind: StoreKind | None = None
+    """``None``: Redis when the config has a ``redis`` block, else the entry point's default
+    (memory for an embedded ``Node``, sqlite for ``infernet-node --config``)."""
+    path: str = "infernet-node.db"
+    """The sqlite file."""
+    url: str = ""
+    """Redis URL (``redis://host:port/db``); default: the ``redis`` block's host and port."""
+    prefix: str = "infernet"
+    """Prefix of every Redis key, so several clusters can share one server."""
+    pending_ttl: PositiveFloat = 15 * 60.0
+    """Seconds a job may stay running before the store forgets it."""
+    finished_ttl: PositiveFloat | None = None
+    """Seconds a finished result is kept; ``None`` keeps it (subject to ``max_finished``)."""
+    max_finished: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    """Finished results kept, oldest dropped first; ``None`` is unbounded (the memory store
+    caps itself at 100,000)."""
+    claim_idle: PositiveFloat = 30.0
+    """Redis: seconds without a heartbeat after which another replica takes over a job."""
+
+
 class NodeConfig(_Config):
     """The whole node configuration; ``NodeConfig()`` is a valid, empty node."""
 
@@ -196,10 +224,9 @@ class NodeConfig(_Config):
     log: LogConfig | None = None
     log_path: str | None = None
     snapshot_sync: SnapshotSyncConfig | None = None
-    pending_ttl: PositiveFloat = 15 * 60.0
-    """Seconds a job may stay running before the store forgets it."""
-    max_finished_jobs: Annotated[int, msgspec.Meta(gt=0)] = 100_000
-    """How many finished jobs the in-memory store keeps (oldest dropped first)."""
+    store: StoreConfig = StoreConfig()
+    rerun_interrupted: bool = False
+    """Run a job again when its node died before finishing it (else it is failed)."""
     shutdown_grace: Annotated[float, msgspec.Meta(ge=0)] = 5.0
     """Seconds a stopping node waits for running jobs before failing them."""
 
@@ -209,6 +236,19 @@ class NodeConfig(_Config):
             if container.id in seen:
                 raise ValueError(f"container id {container.id!r} is used twice")
             seen.add(container.id)
+
+    def store_kind(self, default: StoreKind) -> StoreKind:
+        """The store to use: the one named, else Redis if a ``redis`` block is given, else ``default``."""
+        if self.store.kind is not None:
+            return self.store.kind
+        return "redis" if self.redis is not None else default
+
+    def redis_url(self) -> str:
+        """The Redis URL from ``store.url``, else from the ``redis`` block."""
+        if self.store.url:
+            return self.store.url
+        redis = self.redis or RedisConfig()
+        return f"redis://{redis.host}:{redis.port}/0"
 
     @property
     def coordinator(self) -> str:

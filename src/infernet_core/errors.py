@@ -14,6 +14,7 @@ match on message text::
      ├── AdmissionError         job.rejected             400  (guardian rules)
      ├── InvalidTransition      job.invalid_transition   409  (job state machine)
      ├── NodeNotRunning         node.not_running         503
+     ├── StoreUnavailable       store.unavailable        503  (result store down)
      └── ContainerFailure       container.failed         (inside the pipeline only)
 """
 
@@ -32,6 +33,7 @@ __all__ = (
     "NodeNotRunning",
     "NotFound",
     "PayloadTooLarge",
+    "StoreUnavailable",
 )
 
 
@@ -107,6 +109,13 @@ class NodeNotRunning(InfernetError):
     """The node is not started, or is shutting down, and cannot take work."""
 
     code = "node.not_running"
+    status_hint = 503
+
+
+class StoreUnavailable(InfernetError):
+    """The result store cannot be reached; the request may be retried."""
+
+    code = "store.unavailable"
     status_hint = 503
 
 

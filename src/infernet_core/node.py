@@ -14,11 +14,13 @@ import httpx
 from anyio.abc import TaskGroup
 
 from . import __version__
+from .backends import build_backend
 from .config import NodeConfig
 from .containers.base import ContainerClient
 from .containers.http import HttpContainer
 from .containers.local import ContainerFunction, LocalContainer
-from .errors import ConfigError, InfernetError, InvalidTransition, NodeNotRunning
+from .dispatch import Dispatcher, LocalDispatcher
+from .errors import ConfigError, InfernetError, InvalidTransition, NodeNotRunning, StoreUnavailable
 from .guardian import ContainerRules, Guardian
 from .jobs import Job, JobAborted, StatusReported, apply, new_job
 from .models import (
@@ -33,16 +35,16 @@ from .models import (
 from .parsing import ComputeRequest
 from .pipeline import run_pipeline
 from .store import ResultStore
-from .stores.memory import MemoryResultStore
 
-__all__ = ("BatchEntry", "Node")
+__all__ = ("STOPPED_REASON", "BatchEntry", "Node")
 
 log = logging.getLogger("infernet_core.node")
 
 BatchEntry = str | None | InfernetError
 """One batch answer: a job id, ``None`` for an accepted delegated subscription, or an error."""
 
-_SHUTDOWN_REASON = "node stopped before the job finished"
+STOPPED_REASON = "node stopped before the job finished"
+"""The error of a job whose node stopped (or died) while running it."""
 
 
 class Node:
@@ -62,7 +64,10 @@ class Node:
 
     Args:
         config: The node configuration; ``NodeConfig()`` (the default) has no containers.
-        store: Where jobs are kept; by default a bounded in-memory store sized by ``config``.
+        store: Where jobs are kept; by default the store ``config.store`` names (an
+            in-memory one unless it names sqlite or Redis).
+        dispatcher: How accepted jobs reach a runner; by default the one that goes with
+            the store (Redis streams for Redis, else this node's own task group).
         containers: Extra containers (in-process ones, say) beside those in ``config``.
     """
 
@@ -71,14 +76,16 @@ class Node:
         config: NodeConfig | None = None,
         *,
         store: ResultStore | None = None,
+        dispatcher: Dispatcher | None = None,
         containers: Iterable[ContainerClient] = (),
     ) -> None:
         self.config = config if config is not None else NodeConfig()
-        self.store = (
-            store
-            if store is not None
-            else MemoryResultStore(max_finished=self.config.max_finished_jobs, pending_ttl=self.config.pending_ttl)
-        )
+        if store is None:
+            store, default_dispatcher = build_backend(self.config)
+        else:
+            default_dispatcher = LocalDispatcher()
+        self.store = store
+        self.dispatcher = dispatcher if dispatcher is not None else default_dispatcher
         self._task_group: TaskGroup | None = None
         self._extra: dict[str, ContainerClient] = {}
         for client in containers:
@@ -125,6 +132,7 @@ class Node:
 
     async def __aenter__(self) -> Self:
         self._check_supported()
+        await self.store.open()
         self._http = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
             trust_env=False,
@@ -148,6 +156,9 @@ class Node:
         self._guardian = Guardian(rules)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
+        for job, request in await self.store.interrupted():
+            self._task_group.start_soon(self._execute, job, request, True)
+        await self.dispatcher.start(self._task_group, self._execute)
         self._accepting = True
         log.info("node started with containers: %s", ", ".join(clients) or "(none)")
         return self
@@ -169,6 +180,7 @@ class Node:
                 if self._http is not None:
                     await self._http.aclose()
                     self._http = None
+                await self.dispatcher.aclose()
                 await self.store.aclose()
             log.info("node stopped")
 
@@ -197,15 +209,14 @@ class Node:
             AdmissionError: The guardian refused the request.
             NodeNotRunning: The node is not started or is stopping.
         """
-        task_group = self._require_running()
+        self._require_running()
         if isinstance(request, DelegatedSubscriptionRequest):
             self._guardian.check_delegated(request, chain_enabled=self.config.chain.enabled, now=time.time())
             return None  # pragma: no cover - unreachable until the chain is supported
         self._guardian.check_job(request, client)
         job = new_job(str(uuid.uuid4()), client, request.containers, created_at=time.time())
-        await self.store.put(job)
-        self._job_started()
-        task_group.start_soon(self._run_job, job, request)
+        await self.store.put(job, request)
+        await self.dispatcher.dispatch(job, request)
         return job.id
 
     async def submit_batch(self, requests: Sequence[ComputeRequest | InfernetError], client: str) -> list[BatchEntry]:
@@ -283,27 +294,55 @@ class Node:
         if self._running_jobs == 0:
             self._idle.set()
 
-    async def _run_job(self, job: Job, request: JobRequest) -> None:
-        """Run one job to a terminal state; whatever happens, the job does not stay running."""
+    async def _execute(self, job: Job, request: JobRequest | None, interrupted: bool) -> None:
+        """Run one job to a terminal state and store it; never raises (but for cancellation).
+
+        An interrupted job (its node died mid-run) is failed, or run again when the config
+        says ``rerun_interrupted`` and its request survived.
+        """
+        self._job_started()
         try:
-            try:
-                job = await run_pipeline(job, self._clients, request.data, requires_proof=request.requires_proof)
-            except anyio.get_cancelled_exc_class():
-                aborted = apply(job, JobAborted(container="", reason=_SHUTDOWN_REASON), now=time.time())
-                with anyio.CancelScope(shield=True):
-                    await self._store_quietly(aborted)
-                raise
-            except Exception as exc:
-                log.exception("job %s crashed", job.id)
-                reason = f"internal error: {type(exc).__name__}: {exc}"
-                job = apply(job, JobAborted(container="", reason=reason), now=time.time())
-            await self._store_quietly(job)
+            if request is None or (interrupted and not self.config.rerun_interrupted):
+                job = apply(job, JobAborted(container="", reason=STOPPED_REASON), now=time.time())
+            else:
+                job = await self._run_pipeline(job, request)
+            await self._store_result(job)
         finally:
             self._job_finished()
 
-    async def _store_quietly(self, job: Job) -> None:
+    async def _run_pipeline(self, job: Job, request: JobRequest) -> Job:
         try:
-            if not await self.store.put(job):
-                log.warning("job %s was already finished (by PUT /api/status); its run's result is dropped", job.id)
-        except Exception:
-            log.exception("could not store the result of job %s", job.id)
+            return await run_pipeline(job, self._clients, request.data, requires_proof=request.requires_proof)
+        except anyio.get_cancelled_exc_class():
+            # The node is stopping. With rerun_interrupted the job is left running for a
+            # restart (or another replica) to run again; otherwise it fails now.
+            if not self.config.rerun_interrupted:
+                aborted = apply(job, JobAborted(container="", reason=STOPPED_REASON), now=time.time())
+                with anyio.CancelScope(shield=True):
+                    await self._store_result(aborted, patience=1.0)
+            raise
+        except Exception as exc:
+            log.exception("job %s crashed", job.id)
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            return apply(job, JobAborted(container="", reason=reason), now=time.time())
+
+    async def _store_result(self, job: Job, patience: float | None = None) -> None:
+        """Store a finished job, retrying while the store is unavailable (up to ``patience``
+        seconds, by default the pending TTL, after which the record has expired anyway)."""
+        deadline = anyio.current_time() + (patience if patience is not None else self.config.store.pending_ttl)
+        delay = 0.05
+        while True:
+            try:
+                if not await self.store.put(job):
+                    log.warning("job %s was already finished (by PUT /api/status); its run's result is dropped", job.id)
+                return
+            except StoreUnavailable as exc:
+                if anyio.current_time() + delay > deadline:
+                    log.error("gave up storing the result of job %s: %s", job.id, exc.message)
+                    return
+                log.warning("result store unavailable, retrying job %s in %.2fs: %s", job.id, delay, exc.message)
+            except Exception:
+                log.exception("could not store the result of job %s", job.id)
+                return
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 2.0)

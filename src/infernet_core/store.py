@@ -2,29 +2,68 @@
 
 Jobs are scoped by client: a client sees only the jobs it created, and two clients may
 even use the same job id without seeing each other's. A store is told about a job when it
-is accepted (state ``RUNNING``) and again when it ends; ``put`` replaces the job's record.
+is accepted (state ``RUNNING``, with the request that started it) and again when it ends;
+``put`` replaces the job's record, except that a finished job is final.
+
+Retention is the store's own business and is done by the store (key expiry, an index on
+deadlines), never by scanning every job: running jobs are forgotten after ``pending_ttl``;
+finished ones are kept, or dropped after ``finished_ttl`` or beyond ``max_finished``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from .jobs import Job
+from .models import JobRequest
 
-__all__ = ("ResultStore",)
+__all__ = ("ResultStore", "Retention")
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long a store keeps jobs.
+
+    Attributes:
+        pending_ttl: Seconds a running job is kept before it is forgotten.
+        finished_ttl: Seconds a finished job is kept; ``None`` keeps it.
+        max_finished: Finished jobs kept, oldest dropped first; ``None`` is unbounded.
+    """
+
+    pending_ttl: float = 15 * 60.0
+    finished_ttl: float | None = None
+    max_finished: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.pending_ttl <= 0:
+            raise ValueError("pending_ttl must be positive")
+        if self.finished_ttl is not None and self.finished_ttl <= 0:
+            raise ValueError("finished_ttl must be positive")
+        if self.max_finished is not None and self.max_finished < 1:
+            raise ValueError("max_finished must be at least 1")
 
 
 class ResultStore(ABC):
-    """Where jobs are kept. Implementations must be safe to call from one event loop."""
+    """Where jobs are kept. Implementations must be safe to call from one event loop.
+
+    Every method may raise :class:`~infernet_core.errors.StoreUnavailable` when the
+    backing service cannot be reached.
+    """
 
     @abstractmethod
-    async def put(self, job: Job) -> bool:
+    async def put(self, job: Job, request: JobRequest | None = None) -> bool:
         """Insert or replace ``job`` under ``(job.client, job.id)``, unless that job has finished.
 
         A running job counts as pending until it is put again in a terminal state or its
         pending time-to-live runs out. Finished jobs are final, as in the state machine: a
         put over one changes nothing.
+
+        Args:
+            job: The job.
+            request: For a running job, the request that started it; a store that outlives
+                its node keeps it so that an interrupted job can be run again.
 
         Returns:
             True if the job was stored, False if a finished job already held its key.
@@ -49,7 +88,22 @@ class ResultStore(ABC):
 
     @abstractmethod
     async def pending_count(self) -> int:
-        """How many jobs, across all clients, are pending."""
+        """How many jobs, across all clients (and all nodes sharing the store), are pending."""
+
+    async def open(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Connect or open files; called once when the node starts.
+
+        Raises:
+            StoreUnavailable: The backing service or file cannot be used.
+        """
+
+    async def interrupted(self) -> list[tuple[Job, JobRequest | None]]:
+        """Jobs a previous run of this node left running, with their requests.
+
+        Called once at start, before new work is accepted. Only a store owned by one node
+        can answer this; the default (memory, shared stores) is an empty list.
+        """
+        return []
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release the store's resources."""

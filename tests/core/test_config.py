@@ -70,8 +70,9 @@ def test_empty_config_defaults() -> None:
     assert config.startup_wait == 5.0
     assert config.forward_stats is True
     assert config.docker is None and config.redis is None and config.log is None
-    assert config.pending_ttl == 900.0
-    assert config.max_finished_jobs == 100_000
+    assert config.store.pending_ttl == 900.0
+    assert config.store.max_finished is None and config.store.finished_ttl is None
+    assert config.store_kind("memory") == "memory" and config.rerun_interrupted is False
     assert config.shutdown_grace == 5.0
     assert config.server.port == 4000
     assert config.server.host == "0.0.0.0"

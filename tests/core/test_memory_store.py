@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from infernet_core import MemoryResultStore, ResultStore
+from infernet_core.store import Retention
 from infernet_core.jobs import ContainerSucceeded, Job, JobCompleted, JobState, apply, new_job
 from infernet_core.models import ContainerOutput
 
@@ -38,7 +39,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def store(clock: FakeClock) -> MemoryResultStore:
-    return MemoryResultStore(max_finished=3, pending_ttl=10.0, clock=clock)
+    return MemoryResultStore(Retention(max_finished=3, pending_ttl=10.0), clock=clock)
 
 
 def test_is_a_result_store() -> None:
@@ -48,7 +49,7 @@ def test_is_a_result_store() -> None:
 @pytest.mark.parametrize("bad", [0, -1])
 def test_max_finished_must_be_positive(bad: int) -> None:
     with pytest.raises(ValueError, match="max_finished"):
-        MemoryResultStore(max_finished=bad)
+        Retention(max_finished=bad)
 
 
 async def test_put_then_get(store: MemoryResultStore) -> None:
@@ -196,7 +197,7 @@ async def test_eviction_order_follows_finish_time_not_creation(store: MemoryResu
 
 
 async def test_max_finished_one(clock: FakeClock) -> None:
-    store = MemoryResultStore(max_finished=1, clock=clock)
+    store = MemoryResultStore(Retention(max_finished=1), clock=clock)
     await store.put(finished("a"))
     await store.put(finished("b"))
     assert await store.ids("c1") == ["b"]
@@ -225,3 +226,15 @@ async def test_finished_jobs_are_final(store: MemoryResultStore) -> None:
     assert await store.put(finished("j1", output={"v": 2})) is False
     assert await store.get("c1", ["j1"]) == [done]
     assert await store.ids("c1", pending=True) == []
+
+
+async def test_finished_ttl_expires_oldest_first(clock: FakeClock) -> None:
+    store = MemoryResultStore(Retention(finished_ttl=5.0), clock=clock)
+    await store.put(finished("a"))
+    clock.advance(3)
+    await store.put(finished("b"))
+    clock.advance(2)  # a is 5 s old: gone; b is 2 s old: kept
+    assert await store.ids("c1") == ["b"]
+    assert await store.get("c1", ["a", "b"]) == [finished("b")]
+    clock.advance(3)
+    assert await store.ids("c1") == []

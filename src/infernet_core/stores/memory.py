@@ -7,52 +7,52 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from ..jobs import Job
-from ..store import ResultStore
+from ..models import JobRequest
+from ..store import ResultStore, Retention
 
-__all__ = ("MemoryResultStore",)
+__all__ = ("DEFAULT_MAX_FINISHED", "MemoryResultStore")
 
 _Key = tuple[str, str]
+
+DEFAULT_MAX_FINISHED = 100_000
+"""The memory store's cap on finished jobs when the retention names none."""
 
 
 class MemoryResultStore(ResultStore):
     """Keeps jobs in process memory.
 
     Args:
-        max_finished: Finished jobs kept; past this the oldest finished job is dropped.
-        pending_ttl: Seconds a running job is kept before it is forgotten.
+        retention: How long jobs are kept; ``max_finished`` defaults to 100,000 here so
+            that memory stays bounded.
         clock: Monotonic clock (injectable for tests).
     """
 
-    def __init__(
-        self,
-        *,
-        max_finished: int = 100_000,
-        pending_ttl: float = 15 * 60.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if max_finished < 1:
-            raise ValueError("max_finished must be at least 1")
-        self._max_finished = max_finished
-        self._pending_ttl = pending_ttl
+    def __init__(self, retention: Retention | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
+        retention = retention or Retention()
+        self._pending_ttl = retention.pending_ttl
+        self._finished_ttl = retention.finished_ttl
+        self._max_finished = retention.max_finished or DEFAULT_MAX_FINISHED
         self._clock = clock
-        # Running jobs with their expiry deadline. The TTL is the same for every job, so
-        # insertion order is deadline order and expiry only ever looks at the front.
+        # Jobs with their expiry deadline (inf = never). Each TTL is the same for every job of
+        # its kind, so insertion order is deadline order and expiry only looks at the front.
         self._pending: OrderedDict[_Key, tuple[float, Job]] = OrderedDict()
-        self._finished: OrderedDict[_Key, Job] = OrderedDict()
+        self._finished: OrderedDict[_Key, tuple[float, Job]] = OrderedDict()
         # Per client, the ids it owns in insertion order (a dict used as an ordered set).
         self._by_client: dict[str, dict[str, None]] = {}
 
-    async def put(self, job: Job) -> bool:
+    async def put(self, job: Job, request: JobRequest | None = None) -> bool:
         key = (job.client, job.id)
         if key in self._finished:
             return False
         self._by_client.setdefault(job.client, {})[job.id] = None
+        now = self._clock()
         if job.pending:
-            self._pending[key] = (self._clock() + self._pending_ttl, job)
+            self._pending[key] = (now + self._pending_ttl, job)
             self._pending.move_to_end(key)
             return True
         self._pending.pop(key, None)
-        self._finished[key] = job
+        deadline = now + self._finished_ttl if self._finished_ttl is not None else float("inf")
+        self._finished[key] = (deadline, job)
         while len(self._finished) > self._max_finished:
             old_key, _ = self._finished.popitem(last=False)
             self._forget(old_key)
@@ -67,11 +67,9 @@ class MemoryResultStore(ResultStore):
                 continue
             seen.add(job_id)
             key = (client, job_id)
-            job = self._finished.get(key)
-            if job is None and key in self._pending:
-                job = self._pending[key][1]
-            if job is not None:
-                found.append(job)
+            entry = self._finished.get(key) or self._pending.get(key)
+            if entry is not None:
+                found.append(entry[1])
         return found
 
     async def ids(self, client: str, pending: bool | None = None) -> list[str]:
@@ -92,12 +90,13 @@ class MemoryResultStore(ResultStore):
 
     def _expire(self) -> None:
         now = self._clock()
-        while self._pending:
-            key, (deadline, _) = next(iter(self._pending.items()))
-            if deadline > now:
-                return
-            del self._pending[key]
-            self._forget(key)
+        for entries in (self._pending, self._finished):
+            while entries:
+                key, (deadline, _) = next(iter(entries.items()))
+                if deadline > now:
+                    break
+                del entries[key]
+                self._forget(key)
 
     def _forget(self, key: _Key) -> None:
         client, job_id = key
