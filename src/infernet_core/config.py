@@ -349,7 +349,7 @@ def load_config(path: str | Path) -> NodeConfig:
         raise ConfigError(f"config: cannot read {path}: {exc.strerror or exc}") from None
     try:
         raw = msgspec.json.decode(text)
-    except (msgspec.DecodeError, RecursionError) as exc:
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config: {path} is not valid JSON: {exc}") from None
     config = parse_config(raw)
     for key in unknown_keys(raw):

@@ -3,9 +3,10 @@
 A job is stored first, then dispatched. The :class:`LocalDispatcher` runs it in this
 node's task group at once. A shared dispatcher (Redis streams) puts it on a queue that every
 replica reads, so that any replica may run it and a surviving one takes over the jobs of a
-replica that died. Either way the dispatcher calls back into the node with
-``execute(job, request, interrupted)``; ``interrupted`` is true for a job whose first run
-was cut short, which the node fails or runs again as configured.
+replica that died. Either way the dispatcher hands the job back to the node with
+``spawn(job, request, interrupted, after)``; ``interrupted`` is true for a job whose first
+run was cut short, which the node fails or runs again as configured, and ``after`` is
+awaited once the job's result is stored (to acknowledge it on a queue).
 """
 
 from __future__ import annotations
@@ -18,18 +19,22 @@ from anyio.abc import TaskGroup
 from .jobs import Job
 from .models import JobRequest
 
-__all__ = ("Dispatcher", "Execute", "LocalDispatcher")
+__all__ = ("AfterRun", "Dispatcher", "LocalDispatcher", "Spawn")
 
-Execute = Callable[[Job, JobRequest, bool], Awaitable[None]]
-"""``execute(job, request, interrupted)``: run the job to a terminal state and store it; never raises."""
+AfterRun = Callable[[], Awaitable[None]]
+"""Awaited once a spawned job's result is stored (not when the node stops mid-run)."""
+
+Spawn = Callable[[Job, JobRequest | None, bool, AfterRun | None], None]
+"""``spawn(job, request, interrupted, after)``: start running the job in the node's task
+group, at once and without waiting for it; its result is stored, never raised."""
 
 
 class Dispatcher(ABC):
-    """Hands accepted jobs to :data:`Execute` callbacks, here or on another replica."""
+    """Hands accepted jobs to a node's :data:`Spawn`, here or on another replica."""
 
     @abstractmethod
-    async def start(self, task_group: TaskGroup, execute: Execute) -> None:
-        """Begin: run background loops (if any) in ``task_group`` that call ``execute``."""
+    async def start(self, task_group: TaskGroup, spawn: Spawn) -> None:
+        """Begin: run background loops (if any) in ``task_group`` that feed ``spawn``."""
 
     @abstractmethod
     async def dispatch(self, job: Job, request: JobRequest) -> None:
@@ -50,14 +55,12 @@ class LocalDispatcher(Dispatcher):
     """Runs every job in this node's own task group, at once."""
 
     def __init__(self) -> None:
-        self._task_group: TaskGroup | None = None
-        self._execute: Execute | None = None
+        self._spawn: Spawn | None = None
 
-    async def start(self, task_group: TaskGroup, execute: Execute) -> None:
-        self._task_group = task_group
-        self._execute = execute
+    async def start(self, task_group: TaskGroup, spawn: Spawn) -> None:
+        self._spawn = spawn
 
     async def dispatch(self, job: Job, request: JobRequest) -> None:
-        if self._task_group is None or self._execute is None:
+        if self._spawn is None:
             raise RuntimeError("dispatcher not started")
-        self._task_group.start_soon(self._execute, job, request, False)
+        self._spawn(job, request, False, None)

@@ -19,7 +19,7 @@ from .config import NodeConfig
 from .containers.base import ContainerClient
 from .containers.http import HttpContainer
 from .containers.local import ContainerFunction, LocalContainer
-from .dispatch import Dispatcher, LocalDispatcher
+from .dispatch import AfterRun, Dispatcher, LocalDispatcher
 from .errors import ConfigError, InfernetError, InvalidTransition, NodeNotRunning, StoreUnavailable
 from .guardian import ContainerRules, Guardian
 from .jobs import Job, JobAborted, StatusReported, apply, new_job
@@ -157,8 +157,8 @@ class Node:
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         for job, request in await self.store.interrupted():
-            self._task_group.start_soon(self._execute, job, request, True)
-        await self.dispatcher.start(self._task_group, self._execute)
+            self._spawn(job, request, True, None)
+        await self.dispatcher.start(self._task_group, self._spawn)
         self._accepting = True
         log.info("node started with containers: %s", ", ".join(clients) or "(none)")
         return self
@@ -284,31 +284,36 @@ class Node:
             raise NodeNotRunning("Node is not running")
         return self._task_group
 
-    def _job_started(self) -> None:
+    def _spawn(self, job: Job, request: JobRequest | None, interrupted: bool, after: AfterRun | None) -> None:
+        # Counted here, not in the task, so a stopping node waits for jobs not yet started.
+        if self._task_group is None:
+            raise NodeNotRunning("Node is not running")
         if self._running_jobs == 0:
             self._idle = anyio.Event()
         self._running_jobs += 1
+        self._task_group.start_soon(self._execute, job, request, interrupted, after)
 
-    def _job_finished(self) -> None:
-        self._running_jobs -= 1
-        if self._running_jobs == 0:
-            self._idle.set()
-
-    async def _execute(self, job: Job, request: JobRequest | None, interrupted: bool) -> None:
+    async def _execute(self, job: Job, request: JobRequest | None, interrupted: bool, after: AfterRun | None) -> None:
         """Run one job to a terminal state and store it; never raises (but for cancellation).
 
         An interrupted job (its node died mid-run) is failed, or run again when the config
         says ``rerun_interrupted`` and its request survived.
         """
-        self._job_started()
         try:
             if request is None or (interrupted and not self.config.rerun_interrupted):
                 job = apply(job, JobAborted(container="", reason=STOPPED_REASON), now=time.time())
             else:
                 job = await self._run_pipeline(job, request)
             await self._store_result(job)
+            if after is not None:
+                try:
+                    await after()
+                except Exception:
+                    log.exception("could not acknowledge job %s", job.id)
         finally:
-            self._job_finished()
+            self._running_jobs -= 1
+            if self._running_jobs == 0:
+                self._idle.set()
 
     async def _run_pipeline(self, job: Job, request: JobRequest) -> Job:
         try:

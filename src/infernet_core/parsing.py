@@ -34,9 +34,14 @@ def _bad_request(exc: msgspec.DecodeError, what: str) -> BadRequest:
     return BadRequest(f"Invalid JSON: {text}")
 
 
-def _too_deep() -> BadRequest:
-    # msgspec raises RecursionError (not DecodeError) for deeply nested JSON.
-    return BadRequest("Invalid JSON: nested too deeply")
+def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
+    """Decode, turning the errors msgspec raises outside DecodeError into BadRequest."""
+    try:
+        return decoder.decode(body)
+    except RecursionError:  # deeply nested JSON
+        raise BadRequest("Invalid JSON: nested too deeply") from None
+    except UnicodeDecodeError as exc:  # invalid UTF-8 inside a string
+        raise BadRequest(f"Invalid JSON: not UTF-8 at byte {exc.start}") from None
 
 
 def parse_compute_request(body: bytes) -> ComputeRequest:
@@ -46,18 +51,15 @@ def parse_compute_request(body: bytes) -> ComputeRequest:
         BadRequest: Invalid JSON, not an object, or a field of the wrong type or missing.
     """
     try:
-        return _job_decoder.decode(body)
+        request: JobRequest = _decode(_job_decoder, body)
+        return request
     except msgspec.DecodeError as first_error:
         error = first_error
-    except RecursionError:
-        raise _too_deep() from None
     # Slow path: work out what the body is meant to be, for a precise error.
     try:
-        raw = _any_decoder.decode(body)
+        raw = _decode(_any_decoder, body)
     except msgspec.DecodeError as exc:
         raise _bad_request(exc, "request") from None
-    except RecursionError:
-        raise _too_deep() from None
     return _convert(raw, error)
 
 
@@ -79,16 +81,12 @@ def parse_batch(body: bytes) -> list[ComputeRequest | BadRequest]:
         BadRequest: The body is not valid JSON or not a JSON array.
     """
     try:
-        items = _batch_decoder.decode(body)
-    except RecursionError:
-        raise _too_deep() from None
+        items: list[msgspec.Raw] = _decode(_batch_decoder, body)
     except msgspec.DecodeError as exc:
         try:
-            raw = _any_decoder.decode(body)
+            raw = _decode(_any_decoder, body)
         except msgspec.DecodeError:
             raise _bad_request(exc, "batch") from None
-        except RecursionError:
-            raise _too_deep() from None
         raise BadRequest(f"Batch body must be a JSON array, got {_json_kind(raw)}", {"path": "$"}) from None
     parsed: list[ComputeRequest | BadRequest] = []
     for index, item in enumerate(items):
@@ -108,11 +106,10 @@ def parse_status_update(body: bytes) -> StatusUpdate:
         BadRequest: Invalid JSON, or a field of the wrong type, missing, or an unknown status.
     """
     try:
-        return _status_decoder.decode(body)
+        update: StatusUpdate = _decode(_status_decoder, body)
+        return update
     except msgspec.DecodeError as exc:
         raise _bad_request(exc, "status") from None
-    except RecursionError:
-        raise _too_deep() from None
 
 
 def _json_kind(value: Any) -> str:

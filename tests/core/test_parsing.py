@@ -479,3 +479,9 @@ def test_mutated_valid_bodies_only_raise_bad_request(data: st.DataObject, which:
     raw = msgspec.json.encode(mutate(data.draw, valid))
     for parse in PARSERS:
         check_outcome(parse, raw)
+
+
+@pytest.mark.parametrize("parse", [parse_compute_request, parse_batch, parse_status_update])
+def test_invalid_utf8_inside_a_string_is_a_bad_request(parse: Any) -> None:
+    with pytest.raises(BadRequest, match="not UTF-8 at byte 1"):
+        parse(b'"\x80"')
