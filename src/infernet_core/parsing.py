@@ -40,8 +40,8 @@ def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
         return decoder.decode(body)
     except RecursionError:  # deeply nested JSON
         raise BadRequest("Invalid JSON: nested too deeply") from None
-    except UnicodeDecodeError as exc:  # invalid UTF-8 inside a string
-        raise BadRequest(f"Invalid JSON: not UTF-8 at byte {exc.start}") from None
+    except UnicodeDecodeError:  # invalid UTF-8 inside a string
+        raise BadRequest("Invalid JSON: a string is not valid UTF-8") from None
 
 
 def parse_compute_request(body: bytes) -> ComputeRequest:

@@ -481,7 +481,21 @@ def test_mutated_valid_bodies_only_raise_bad_request(data: st.DataObject, which:
         check_outcome(parse, raw)
 
 
-@pytest.mark.parametrize("parse", [parse_compute_request, parse_batch, parse_status_update])
-def test_invalid_utf8_inside_a_string_is_a_bad_request(parse: Any) -> None:
-    with pytest.raises(BadRequest, match="not UTF-8 at byte 1"):
-        parse(b'"\x80"')
+@pytest.mark.parametrize(
+    ("parse", "body"),
+    [
+        (parse_compute_request, b'"\x80"'),
+        (parse_compute_request, b'{"containers": ["\x80"], "data": {}}'),
+        (parse_status_update, b'{"id": "\x80", "status": "running", "containers": []}'),
+    ],
+)
+def test_invalid_utf8_inside_a_string_is_a_bad_request(parse: Any, body: bytes) -> None:
+    with pytest.raises(BadRequest, match="a string is not valid UTF-8"):
+        parse(body)
+
+
+def test_invalid_utf8_in_a_batch_item_is_that_item_s_error() -> None:
+    [entry] = parse_batch(b'["\x80"]')
+    assert isinstance(entry, BadRequest)
+    assert entry.message == "Invalid JSON: a string is not valid UTF-8"
+    assert entry.params == {"path": "$[0]"}
