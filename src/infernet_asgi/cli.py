@@ -2,7 +2,8 @@
 
 With no ``--config`` (and no ``INFERNET_CONFIG_PATH``) the node runs an embedded default:
 no services, an in-memory store, and the built-in in-process ``echo`` container, so it
-answers requests at once.
+answers requests at once. With a config, results go to the store it names, by default an
+SQLite file (``store.path``, ``infernet-node.db`` in the working directory).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from collections.abc import Sequence
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 
-from infernet_core import ConfigError, LocalContainer, Node, NodeConfig, echo, load_config
+from infernet_core import ConfigError, InfernetError, LocalContainer, Node, NodeConfig, echo, load_config
+from infernet_core.backends import build_backend
 
 from .app import InfernetApp
 
@@ -35,7 +37,10 @@ def build_node(config_path: str | None) -> Node:
         ConfigError: The config file is unreadable or invalid.
     """
     if config_path:
-        return Node(load_config(config_path))
+        config = load_config(config_path)
+        # A configured node keeps its results on disk unless the config names another store.
+        store, dispatcher = build_backend(config, default_kind="sqlite")
+        return Node(config, store=store, dispatcher=dispatcher)
     return Node(
         NodeConfig(),
         containers=[LocalContainer("echo", echo, description="Returns its input data unchanged")],
@@ -131,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         asyncio.run(_serve(node, sock))
-    except ConfigError as exc:
+    except InfernetError as exc:  # a bad config or an unusable store, found at start
         print(f"infernet-node: {exc.message}", file=sys.stderr)
         return 2
     finally:

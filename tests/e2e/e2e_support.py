@@ -129,6 +129,8 @@ def start_node(
     """
     args = node_command()
     if config is not None:
+        # Each node gets its own result file (the sqlite default) unless the test names a store.
+        config = {"store": {"path": str(directory / f"store-{uuid.uuid4().hex[:8]}.db")}, **config}
         args += ["--config", str(write_config(directory, config, f"config-{uuid.uuid4().hex[:8]}.json"))]
     for attempt in range(attempts):
         port = free_port(host)
@@ -140,6 +142,7 @@ def start_node(
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env=env if env is not None else subprocess_env(),
+            cwd=directory,
         )
         node = NodeProcess(proc, host, port, log, log_file)
         if _wait_healthy(node):

@@ -1,0 +1,272 @@
+"""A durable result store in one SQLite file: no service to run, survives restarts.
+
+The file belongs to one node at a time (an exclusive lock on ``<path>.lock``), which is what
+lets :meth:`SqliteResultStore.interrupted` treat every running job it finds at start as one
+that a previous run of the node left behind. SQLite calls are blocking, so they run on a
+worker thread, one at a time, never on the event loop. The database is in WAL mode with
+``synchronous=NORMAL``: a commit survives the node being killed (only a power cut can lose
+the last commits).
+
+Retention is indexed: expired rows are found through an index on their deadline, and the
+oldest finished rows through an index on finish order, so no operation scans every job.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+import msgspec
+
+from ..errors import StoreUnavailable
+from ..jobs import Job
+from ..models import JobRequest
+from ..store import ResultStore, Retention
+
+__all__ = ("SqliteResultStore",)
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    client      TEXT    NOT NULL,
+    id          TEXT    NOT NULL,
+    pending     INTEGER NOT NULL,   -- 1 running, 0 finished
+    created     INTEGER NOT NULL,   -- order of first insertion (listing order)
+    finished    INTEGER,            -- order of finishing (eviction order)
+    expires_at  REAL,               -- wall-clock deadline; NULL = kept
+    record      BLOB    NOT NULL,   -- the Job, msgspec JSON
+    request     BLOB,               -- the JobRequest while running, for a rerun
+    PRIMARY KEY (client, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS jobs_by_client ON jobs (client, pending, created);
+CREATE INDEX IF NOT EXISTS jobs_by_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_by_finish ON jobs (finished) WHERE pending = 0;
+CREATE INDEX IF NOT EXISTS jobs_pending ON jobs (expires_at) WHERE pending = 1;
+"""
+
+# Insert, or update a running job; a finished row is left alone (rowcount 0).
+_UPSERT = """
+INSERT INTO jobs (client, id, pending, created, finished, expires_at, record, request)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (client, id) DO UPDATE SET
+    pending = excluded.pending, finished = excluded.finished, expires_at = excluded.expires_at,
+    record = excluded.record, request = excluded.request
+WHERE jobs.pending = 1
+"""
+
+_LIVE = "(expires_at IS NULL OR expires_at > ?)"
+_PURGE_EVERY = 1.0  # seconds between deletions of expired rows
+
+_encode = msgspec.json.Encoder().encode
+_decode_job = msgspec.json.Decoder(Job).decode
+_decode_request = msgspec.json.Decoder(JobRequest).decode
+
+
+class SqliteResultStore(ResultStore):
+    """Keeps jobs in an SQLite file.
+
+    Args:
+        path: The database file (created if missing). ``":memory:"`` is allowed for tests.
+        retention: How long jobs are kept.
+        clock: Wall clock (injectable for tests); deadlines are stored as its readings.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        retention: Retention | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = str(path)
+        self._retention = retention or Retention()
+        self._clock = clock
+        self._db: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+        self._limiter = anyio.CapacityLimiter(1)
+        self._next_seq = 0
+        self._finished_count = 0
+        self._next_purge = 0.0
+        self._interrupted: list[tuple[Job, JobRequest | None]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._call(self._open, opened=False)
+
+    def _open(self) -> None:
+        if self._db is not None:
+            return
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                self._lock_fd = _lock(self.path + ".lock")
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            self._release_lock()
+            raise StoreUnavailable(f"Result store unavailable: cannot open {self.path}: {exc}") from None
+        self._db = db
+        created, finished = db.execute("SELECT max(created), max(finished) FROM jobs").fetchone()
+        self._next_seq = max(created or 0, finished or 0) + 1
+        self._finished_count = db.execute("SELECT count(*) FROM jobs WHERE pending = 0").fetchone()[0]
+        rows = db.execute(f"SELECT record, request FROM jobs WHERE pending = 1 AND {_LIVE}", (self._clock(),))
+        self._interrupted = [
+            (_decode_job(record), _decode_request(request) if request is not None else None) for record, request in rows
+        ]
+
+    async def interrupted(self) -> list[tuple[Job, JobRequest | None]]:
+        found, self._interrupted = self._interrupted, []
+        return found
+
+    async def aclose(self) -> None:
+        await self._call(self._close, opened=False)
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- protocol ----------------------------------------------------------------------------
+
+    async def put(self, job: Job, request: JobRequest | None = None) -> bool:
+        return await self._call(self._put, job, request)
+
+    def _put(self, db: sqlite3.Connection, job: Job, request: JobRequest | None) -> bool:
+        now = self._clock()
+        seq = self._next_seq
+        self._next_seq += 1
+        retention = self._retention
+        if job.pending:
+            values = (job.client, job.id, 1, seq, None, now + retention.pending_ttl, _encode(job), _encode(request))
+        else:
+            expires = now + retention.finished_ttl if retention.finished_ttl is not None else None
+            values = (job.client, job.id, 0, seq, seq, expires, _encode(job), None)
+        with _transaction(db):
+            stored = db.execute(_UPSERT, values).rowcount == 1
+            if stored and not job.pending:
+                self._finished_count += 1
+                self._trim(db)
+        self._purge_if_due(db, now)
+        return stored
+
+    def _trim(self, db: sqlite3.Connection) -> None:
+        limit = self._retention.max_finished
+        if limit is None or self._finished_count <= limit:
+            return
+        excess = self._finished_count - limit
+        db.execute(
+            "DELETE FROM jobs WHERE (client, id) IN "
+            "(SELECT client, id FROM jobs WHERE pending = 0 ORDER BY finished LIMIT ?)",
+            (excess,),
+        )
+        self._finished_count -= excess
+
+    def _purge_if_due(self, db: sqlite3.Connection, now: float) -> None:
+        if now < self._next_purge:
+            return
+        self._next_purge = now + _PURGE_EVERY
+        with _transaction(db):
+            gone = db.execute("DELETE FROM jobs WHERE expires_at <= ? AND pending = 0", (now,)).rowcount
+            db.execute("DELETE FROM jobs WHERE expires_at <= ? AND pending = 1", (now,))
+        self._finished_count -= gone
+
+    async def get(self, client: str, ids: Sequence[str]) -> list[Job]:
+        unique = list(dict.fromkeys(ids))
+        if not unique:
+            return []
+        return await self._call(self._get, client, unique)
+
+    def _get(self, db: sqlite3.Connection, client: str, ids: list[str]) -> list[Job]:
+        found: dict[str, Job] = {}
+        # SQLite limits bound parameters per statement; look ids up in chunks.
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = db.execute(
+                f"SELECT id, record FROM jobs WHERE client = ? AND id IN ({marks}) AND {_LIVE}",
+                (client, *chunk, self._clock()),
+            )
+            found.update((job_id, _decode_job(record)) for job_id, record in rows)
+        return [found[job_id] for job_id in ids if job_id in found]
+
+    async def ids(self, client: str, pending: bool | None = None) -> list[str]:
+        return await self._call(self._ids, client, pending)
+
+    def _ids(self, db: sqlite3.Connection, client: str, pending: bool | None) -> list[str]:
+        now = self._clock()
+        states = [1] if pending is True else [0] if pending is False else [1, 0]
+        listed: list[str] = []
+        for state in states:
+            rows = db.execute(
+                f"SELECT id FROM jobs WHERE client = ? AND pending = ? AND {_LIVE} ORDER BY created",
+                (client, state, now),
+            )
+            listed.extend(job_id for (job_id,) in rows)
+        return listed
+
+    async def pending_count(self) -> int:
+        return await self._call(self._pending_count)
+
+    def _pending_count(self, db: sqlite3.Connection) -> int:
+        count: int = db.execute(
+            "SELECT count(*) FROM jobs WHERE pending = 1 AND expires_at > ?", (self._clock(),)
+        ).fetchone()[0]
+        return count
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    async def _call(self, function: Callable[..., T], *args: Any, opened: bool = True) -> T:
+        """Run ``function(db, *args)`` (or ``function(*args)``) on the store's worker thread."""
+
+        def run() -> T:
+            if not opened:
+                return function(*args)
+            if self._db is None:
+                raise StoreUnavailable("Result store unavailable: the store is not open")
+            try:
+                return function(self._db, *args)
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"Result store unavailable: {self.path}: {exc}") from None
+
+        return await anyio.to_thread.run_sync(run, limiter=self._limiter)
+
+
+class _transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on error) on an autocommit connection."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _lock(path: str) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OSError(f"another node is using it (lock {path} is held)") from None
+    return fd
