@@ -2,10 +2,13 @@
 
 The file belongs to one node at a time (an exclusive lock on ``<path>.lock``), which is what
 lets :meth:`SqliteResultStore.interrupted` treat every running job it finds at start as one
-that a previous run of the node left behind. SQLite calls are blocking, so they run on a
-worker thread, one at a time, never on the event loop. The database is in WAL mode with
-``synchronous=NORMAL``: a commit survives the node being killed (only a power cut can lose
-the last commits).
+that a previous run of the node left behind. SQLite calls are blocking, so they run on one
+worker thread that owns the connection, never on the event loop. Calls that queue up while
+it works are run as one batch in one transaction (group commit, each call under its own
+savepoint), so many concurrent submissions cost one commit and one thread hand-off, not
+one each. The database is in WAL mode with ``synchronous=NORMAL``: a commit survives the
+node being killed (only a power cut can lose the last commits), and a put returns only
+after its commit.
 
 Retention is indexed: expired rows are found through an index on their deadline, and the
 oldest finished rows through an index on finish order, so no operation scans every job.
@@ -13,16 +16,17 @@ oldest finished rows through an index on finish order, so no operation scans eve
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio
-import anyio.to_thread
 import msgspec
 
 from ..errors import StoreUnavailable
@@ -91,7 +95,7 @@ class SqliteResultStore(ResultStore):
         self._clock = clock
         self._db: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
-        self._limiter = anyio.CapacityLimiter(1)
+        self._worker: _Worker | None = None
         self._next_seq = 0
         self._finished_count = 0
         self._next_purge = 0.0
@@ -100,7 +104,14 @@ class SqliteResultStore(ResultStore):
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        await self._call(self._open, opened=False)
+        if self._worker is None:
+            self._worker = _Worker(f"sqlite-store {self.path}")
+        try:
+            await self._worker.call(self._open, transactional=False)
+        except BaseException:
+            self._worker.stop()
+            self._worker = None
+            raise
 
     def _open(self) -> None:
         if self._db is not None:
@@ -118,6 +129,8 @@ class SqliteResultStore(ResultStore):
             self._release_lock()
             raise StoreUnavailable(f"Result store unavailable: cannot open {self.path}: {exc}") from None
         self._db = db
+        assert self._worker is not None
+        self._worker.db = db
         created, finished = db.execute("SELECT max(created), max(finished) FROM jobs").fetchone()
         self._next_seq = max(created or 0, finished or 0) + 1
         self._finished_count = db.execute("SELECT count(*) FROM jobs WHERE pending = 0").fetchone()[0]
@@ -131,7 +144,10 @@ class SqliteResultStore(ResultStore):
         return found
 
     async def aclose(self) -> None:
-        await self._call(self._close, opened=False)
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await worker.call(self._close, transactional=False)
+            worker.stop()
 
     def _close(self) -> None:
         if self._db is not None:
@@ -159,11 +175,10 @@ class SqliteResultStore(ResultStore):
         else:
             expires = now + retention.finished_ttl if retention.finished_ttl is not None else None
             values = (job.client, job.id, 0, seq, seq, expires, _encode(job), None)
-        with _transaction(db):
-            stored = db.execute(_UPSERT, values).rowcount == 1
-            if stored and not job.pending:
-                self._finished_count += 1
-                self._trim(db)
+        stored = db.execute(_UPSERT, values).rowcount == 1
+        if stored and not job.pending:
+            self._finished_count += 1
+            self._trim(db)
         self._purge_if_due(db, now)
         return stored
 
@@ -183,9 +198,8 @@ class SqliteResultStore(ResultStore):
         if now < self._next_purge:
             return
         self._next_purge = now + _PURGE_EVERY
-        with _transaction(db):
-            gone = db.execute("DELETE FROM jobs WHERE expires_at <= ? AND pending = 0", (now,)).rowcount
-            db.execute("DELETE FROM jobs WHERE expires_at <= ? AND pending = 1", (now,))
+        gone = db.execute("DELETE FROM jobs WHERE expires_at <= ? AND pending = 0", (now,)).rowcount
+        db.execute("DELETE FROM jobs WHERE expires_at <= ? AND pending = 1", (now,))
         self._finished_count -= gone
 
     async def get(self, client: str, ids: Sequence[str]) -> list[Job]:
@@ -233,33 +247,116 @@ class SqliteResultStore(ResultStore):
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    async def _call(self, function: Callable[..., T], *args: Any, opened: bool = True) -> T:
-        """Run ``function(db, *args)`` (or ``function(*args)``) on the store's worker thread."""
-
-        def run() -> T:
-            if not opened:
-                return function(*args)
-            if self._db is None:
-                raise StoreUnavailable("Result store unavailable: the store is not open")
-            try:
-                return function(self._db, *args)
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"Result store unavailable: {self.path}: {exc}") from None
-
-        return await anyio.to_thread.run_sync(run, limiter=self._limiter)
+    async def _call(self, function: Callable[..., T], *args: Any) -> T:
+        """Run ``function(db, *args)`` on the store's worker thread, inside its transaction."""
+        if self._worker is None or self._db is None:
+            raise StoreUnavailable("Result store unavailable: the store is not open")
+        try:
+            return await self._worker.call(function, *args)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"Result store unavailable: {self.path}: {exc}") from None
 
 
-class _transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on error) on an autocommit connection."""
+_Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
+_Call = tuple[Callable[..., Any], tuple[Any, ...], bool, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+_BATCH = 512
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
 
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+class _Worker:
+    """A thread that owns one connection and runs queued calls in batches.
 
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+    Transactional calls in a batch share one ``BEGIN IMMEDIATE`` ... ``COMMIT``, each under a
+    savepoint so that one failing call is undone alone. Results reach the event loop in one
+    hand-off per batch, and only after the commit.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.db: sqlite3.Connection | None = None
+        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    async def call(self, function: Callable[..., T], *args: Any, transactional: bool = True) -> T:
+        """Run ``function(db, *args)`` (``function(*args)`` if not transactional) on the thread."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((function, args, transactional, future, loop))
+        return await future
+
+    def stop(self) -> None:
+        """Let the thread finish what is queued, then end."""
+        self._queue.put(None)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < _BATCH:
+                try:
+                    following = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if following is None:
+                    stopping = True
+                    break
+                batch.append(following)
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[_Call]) -> None:
+        outcomes: list[_Outcome] = []
+        in_transaction: list[int] = []  # indexes of outcomes that wait for the commit
+        for function, args, transactional, future, _ in batch:
+            if not transactional:
+                self._commit(outcomes, in_transaction)
+                outcomes.append(_outcome(future, function, args))
+                continue
+            db = self.db
+            if db is None:
+                outcomes.append((future, None, sqlite3.OperationalError("the store is closed")))
+                continue
+            if not in_transaction:
+                db.execute("BEGIN IMMEDIATE")
+            db.execute("SAVEPOINT call")
+            outcome = _outcome(future, function, (db, *args))
+            if outcome[2] is not None:
+                db.execute("ROLLBACK TO call")
+            db.execute("RELEASE call")
+            in_transaction.append(len(outcomes))
+            outcomes.append(outcome)
+        self._commit(outcomes, in_transaction)
+        batch[0][4].call_soon_threadsafe(_deliver, outcomes)
+
+    def _commit(self, outcomes: list[_Outcome], waiting: list[int]) -> None:
+        if not waiting:
+            return
+        assert self.db is not None
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.db.execute("ROLLBACK")
+            for index in waiting:
+                outcomes[index] = (outcomes[index][0], None, exc)
+        waiting.clear()
+
+
+def _outcome(future: asyncio.Future[Any], function: Callable[..., Any], args: tuple[Any, ...]) -> _Outcome:
+    try:
+        return future, function(*args), None
+    except Exception as exc:
+        return future, None, exc
+
+
+def _deliver(outcomes: list[_Outcome]) -> None:
+    for future, result, error in outcomes:
+        if future.done():  # the caller was cancelled; the call still ran
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
 
 
 def _lock(path: str) -> int:
