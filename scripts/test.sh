@@ -14,4 +14,7 @@ fi
 .venv/bin/ruff check --quiet src tests benchmarks
 .venv/bin/ruff format --check --quiet src tests benchmarks
 
+# The Redis tests start their own redis-server (loopback only); install it when missing.
+command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+
 exec .venv/bin/python -m pytest "$@"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from infernet_core import MemoryResultStore, ResultStore
-from infernet_core.store import Retention
 from infernet_core.jobs import ContainerSucceeded, Job, JobCompleted, JobState, apply, new_job
 from infernet_core.models import ContainerOutput
+from infernet_core.store import Retention
 
 pytestmark = pytest.mark.anyio
 

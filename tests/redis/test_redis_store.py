@@ -1,0 +1,388 @@
+"""RedisResultStore on a real redis-server: the semantics of MemoryResultStore, shared by every
+backend on the same Redis, with retention done by Redis (key TTLs, sorted-set trims).
+
+Time is Redis's own clock, so the TTL tests sleep for real (TTLs of about a second).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import anyio
+import pytest
+import redis.asyncio as aioredis
+
+from infernet_core import parse_config
+from infernet_core.backends import build_backend
+from infernet_core.errors import ConfigError, StoreUnavailable
+from infernet_core.jobs import ContainerSucceeded, Job, JobCompleted, JobState, apply, new_job
+from infernet_core.models import ContainerOutput, JobRequest
+from infernet_core.store import ResultStore
+from infernet_core.stores.redis import RedisBackend, RedisResultStore, RedisStreamDispatcher
+
+pytestmark = pytest.mark.anyio
+
+BackendFactory = Callable[..., RedisBackend]
+"""The ``make_backend`` fixture (tests/redis/conftest.py)."""
+
+
+def running(job_id: str, client: str = "c1") -> Job:
+    return new_job(job_id, client, ["a"], created_at=0.0)
+
+
+def finished(job_id: str, client: str = "c1", output: object = None) -> Job:
+    job = apply(running(job_id, client), ContainerSucceeded(output=ContainerOutput(container="a", output=output)))
+    return apply(job, JobCompleted(), now=1.0)
+
+
+async def opened(make_backend: BackendFactory, **kwargs: object) -> RedisResultStore:
+    store = make_backend(**kwargs).store
+    await store.open()
+    return store
+
+
+async def keys(url: str, pattern: str = "*") -> list[str]:
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    try:
+        return sorted(await client.keys(pattern))
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def store(make_backend: BackendFactory) -> RedisResultStore:
+    return await opened(make_backend, max_finished=3, pending_ttl=10.0)
+
+
+def test_is_a_result_store(redis_url: str) -> None:
+    backend = RedisBackend(redis_url)
+    assert isinstance(backend.store, ResultStore)
+    assert isinstance(backend.dispatcher(claim_idle=5), RedisStreamDispatcher)
+
+
+async def test_put_then_get(store: RedisResultStore) -> None:
+    job = running("j1")
+    assert await store.put(job, JobRequest(containers=["a"], data={})) is True
+    assert await store.get("c1", ["j1"]) == [job]
+    done = finished("j1", output={"v": 1})
+    assert await store.put(done) is True
+    assert await store.get("c1", ["j1"]) == [done]
+
+
+async def test_get_order_unknown_and_repeated_ids(store: RedisResultStore) -> None:
+    a, b, c = running("a"), finished("b"), running("c")
+    for job in (a, b, c):
+        await store.put(job)
+    assert await store.get("c1", ["c", "missing", "a", "b", "a", "c"]) == [c, a, b]
+    assert await store.get("c1", []) == []
+    assert await store.get("c1", ["missing"]) == []
+
+
+@pytest.mark.parametrize("other", ["10.0.0.2", "::1", "2001:db8::1", "::ffff:10.0.0.1", "2001:db8::1%eth0"])
+async def test_jobs_are_scoped_per_client(store: RedisResultStore, other: str) -> None:
+    mine = running("same", "10.0.0.1")
+    theirs = finished("same", other, output="theirs")
+    await store.put(mine)
+    await store.put(theirs)
+    assert await store.get("10.0.0.1", ["same"]) == [mine]
+    assert await store.get(other, ["same"]) == [theirs]
+    assert await store.get("10.0.0.3", ["same"]) == []
+    assert await store.ids("10.0.0.1") == ["same"]
+    assert await store.ids("10.0.0.1", pending=False) == []
+    assert await store.ids(other, pending=True) == []
+    assert await store.ids(other, pending=False) == ["same"]
+    assert await store.ids("nobody") == []
+    await store.put(finished("same", "10.0.0.1", output="mine"))
+    [job] = await store.get(other, ["same"])
+    assert job.outputs[0].output == "theirs"
+
+
+async def test_ipv6_clients_with_colons_in_ids_never_collide(make_backend: BackendFactory) -> None:
+    store = await opened(make_backend)
+    # Pairs that would share a key if keys were "client:id" (or "client\nid").
+    pairs = [("::1", "x"), (":", ":1:x"), ("::1:x", ""), ("2001:db8::1", "job"), ("2001:db8:", ":1:job")]
+    pairs += [("a\nb", "c"), ("a", "b\nc"), ("1:a", "b"), ("1", "a:b")]
+    for n, (client, job_id) in enumerate(pairs):
+        await store.put(finished(job_id, client, output=n))
+    for n, (client, job_id) in enumerate(pairs):
+        [job] = await store.get(client, [job_id])
+        assert (job.client, job.id, job.outputs[0].output) == (client, job_id, n)
+        assert await store.ids(client) == [job_id]
+    assert await store.pending_count() == 0
+
+
+async def test_ipv6_client_pending_and_finished(store: RedisResultStore) -> None:
+    for client in ("::1", "2001:db8::1"):
+        await store.put(running("p", client))
+        await store.put(running("f", client))
+        await store.put(finished("f", client))
+    assert await store.pending_count() == 2
+    for client in ("::1", "2001:db8::1"):
+        assert await store.ids(client) == ["p", "f"]
+        assert await store.ids(client, pending=True) == ["p"]
+        assert [j.client for j in await store.get(client, ["p", "f"])] == [client, client]
+
+
+async def test_ids_pending_then_finished_in_insertion_order(store: RedisResultStore) -> None:
+    for job_id in ("p1", "f1", "p2", "f2", "p3"):
+        await store.put(running(job_id))
+    await store.put(finished("f2"))  # finish order differs from creation order
+    await store.put(finished("f1"))
+    assert await store.ids("c1", pending=True) == ["p1", "p2", "p3"]
+    assert await store.ids("c1", pending=False) == ["f1", "f2"]
+    assert await store.ids("c1") == ["p1", "p2", "p3", "f1", "f2"]
+    assert await store.ids("c1", pending=None) == ["p1", "p2", "p3", "f1", "f2"]
+
+
+async def test_putting_running_again_keeps_one_entry(store: RedisResultStore) -> None:
+    await store.put(running("j"))
+    await store.put(running("j"))
+    assert await store.ids("c1") == ["j"]
+    assert await store.pending_count() == 1
+
+
+async def test_finished_jobs_are_final(store: RedisResultStore) -> None:
+    done = finished("j1", output={"v": 1})
+    assert await store.put(running("j1")) is True
+    assert await store.put(done) is True
+    assert await store.put(running("j1")) is False
+    assert await store.put(finished("j1", output={"v": 2})) is False
+    assert await store.get("c1", ["j1"]) == [done]
+    assert await store.ids("c1", pending=True) == []
+    assert await store.pending_count() == 0
+
+
+async def test_finished_is_final_under_concurrent_puts(store: RedisResultStore) -> None:
+    stored: list[int] = []
+
+    async def put(n: int) -> None:
+        if await store.put(finished("race", output=n)):
+            stored.append(n)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(20):
+            tg.start_soon(put, n)
+    assert len(stored) == 1
+    [job] = await store.get("c1", ["race"])
+    assert job.outputs[0].output == stored[0]
+
+
+async def test_state_survives_round_trip(store: RedisResultStore) -> None:
+    job = finished("x", output=[1, {"k": "v"}, "\u00e9\U0001f600"])
+    await store.put(job)
+    [got] = await store.get("c1", ["x"])
+    assert got == job
+    assert got.state is JobState.SUCCEEDED
+    assert got.to_result().result == ContainerOutput(container="a", output=[1, {"k": "v"}, "\u00e9\U0001f600"])
+
+
+async def test_pending_count_is_cluster_wide(make_backend: BackendFactory) -> None:
+    a = await opened(make_backend)
+    b = await opened(make_backend)
+    assert await a.pending_count() == 0
+    await a.put(running("a", "x"))
+    await b.put(running("a", "y"))
+    await b.put(running("b", "::1"))
+    await a.put(finished("c", "y"))
+    assert await a.pending_count() == 3
+    assert await b.pending_count() == 3
+    await b.put(finished("a", "y"))
+    assert await a.pending_count() == 2
+    # and what one backend stored, the other reads
+    assert await b.ids("x") == ["a"]
+    assert await a.ids("y") == ["a", "c"]
+    assert [j.id for j in await b.get("y", ["a", "c"])] == ["a", "c"]
+
+
+async def test_prefixes_are_separate_clusters(make_backend: BackendFactory) -> None:
+    one = await opened(make_backend, prefix="one")
+    two = await opened(make_backend, prefix="two")
+    await one.put(running("j"))
+    assert await two.get("c1", ["j"]) == []
+    assert await two.pending_count() == 0
+    assert await one.pending_count() == 1
+
+
+async def test_pending_ttl_expiry(make_backend: BackendFactory, redis_url_clean: str) -> None:
+    store = await opened(make_backend, pending_ttl=1.0)
+    await store.put(running("old"))
+    await anyio.sleep(0.5)
+    await store.put(running("new"))
+    await store.put(finished("done"))
+    assert await store.pending_count() == 2
+    await anyio.sleep(0.6)  # old: 1.1 s, expired; new: 0.6 s, kept
+    assert await store.pending_count() == 1
+    assert await store.get("c1", ["old"]) == []
+    assert await store.ids("c1") == ["new", "done"]
+    await anyio.sleep(0.5)  # new expired too; finished jobs never expire
+    assert await store.pending_count() == 0
+    assert await store.ids("c1") == ["done"]
+    assert await store.ids("c1", pending=True) == []
+    assert [j.id for j in await store.get("c1", ["new", "done"])] == ["done"]
+    # The expired records are gone from Redis, not just hidden.
+    assert not [k for k in await keys(redis_url_clean) if ":run:" in k or ":pending:" in k]
+
+
+async def test_putting_running_again_renews_ttl(make_backend: BackendFactory) -> None:
+    store = await opened(make_backend, pending_ttl=1.0)
+    await store.put(running("a"))
+    await store.put(running("b"))
+    await anyio.sleep(0.6)
+    await store.put(running("a"))  # renewed
+    await anyio.sleep(0.6)  # b expired at 1.0 s; a's new deadline is 1.6 s
+    assert await store.ids("c1", pending=True) == ["a"]
+    assert await store.pending_count() == 1
+    await anyio.sleep(0.5)
+    assert await store.pending_count() == 0
+
+
+async def test_expired_job_can_still_finish(make_backend: BackendFactory) -> None:
+    store = await opened(make_backend, pending_ttl=0.3)
+    await store.put(running("slow"))
+    await store.put(running("other"))
+    await anyio.sleep(0.4)
+    assert await store.ids("c1") == []
+    await store.put(running("later"))
+    done = finished("slow")
+    assert await store.put(done) is True
+    assert await store.get("c1", ["slow"]) == [done]
+    assert await store.ids("c1") == ["later", "slow"]  # a forgotten job comes back at the end
+
+
+async def test_running_key_has_a_ttl_and_finished_key_has_none(
+    make_backend: BackendFactory, redis_url_clean: str
+) -> None:
+    store = await opened(make_backend, pending_ttl=100.0)
+    await store.put(running("r", "::1"))
+    await store.put(finished("f", "::1"))
+    client = aioredis.Redis.from_url(redis_url_clean, decode_responses=True)
+    try:
+        ttls = {k: await client.pttl(k) for k in await client.keys("infernet:*")}
+    finally:
+        await client.aclose()
+    [run_key] = [k for k in ttls if ":run:" in k]
+    [done_key] = [k for k in ttls if ":done:" in k]
+    assert 99_000 < ttls[run_key] <= 101_000
+    assert ttls[done_key] == -1
+
+
+async def test_finished_ttl_expires_oldest_first(make_backend: BackendFactory, redis_url_clean: str) -> None:
+    store = await opened(make_backend, finished_ttl=1.0)
+    await store.put(finished("a"))
+    await anyio.sleep(0.5)
+    await store.put(finished("b"))
+    await store.put(running("p"))
+    await anyio.sleep(0.6)  # a is 1.1 s old: gone; b is 0.6 s old: kept
+    assert await store.ids("c1") == ["p", "b"]
+    assert await store.get("c1", ["a", "b"]) == [finished("b")]
+    assert await store.put(finished("a")) is True  # forgotten, so it can be stored again
+    await anyio.sleep(0.5)
+    assert await store.ids("c1") == ["p", "a"]
+    assert not [k for k in await keys(redis_url_clean) if k.endswith("\nb")]
+
+
+async def test_max_finished_evicts_oldest_finished(store: RedisResultStore, redis_url_clean: str) -> None:
+    await store.put(running("p"))
+    for job_id in ("f1", "f2", "f3"):
+        await store.put(finished(job_id))
+    assert await store.ids("c1", pending=False) == ["f1", "f2", "f3"]
+    await store.put(finished("f4", client="2001:db8::1"))
+    assert await store.ids("c1", pending=False) == ["f2", "f3"]
+    assert await store.get("c1", ["f1"]) == []
+    assert await store.ids("2001:db8::1") == ["f4"]
+    assert await store.ids("c1", pending=True) == ["p"]
+    await store.put(finished("p"))
+    assert sorted(await store.ids("c1")) == ["f3", "p"]
+    assert await store.ids("c1", pending=True) == []
+    assert await store.get("c1", ["f2"]) == []
+    done_keys = [k for k in await keys(redis_url_clean) if ":done:" in k]
+    assert len(done_keys) == 3
+
+
+async def test_eviction_order_follows_finish_time_not_creation(store: RedisResultStore) -> None:
+    for job_id in ("a", "b", "c"):
+        await store.put(running(job_id))
+    await store.put(finished("c"))
+    await store.put(finished("a"))
+    await store.put(finished("b"))
+    await store.put(finished("d"))
+    assert sorted(await store.ids("c1")) == ["a", "b", "d"]
+    assert await store.put(finished("a")) is False  # finished is final: no move to newest
+    await store.put(finished("e"))
+    assert sorted(await store.ids("c1")) == ["b", "d", "e"]
+
+
+async def test_max_finished_one(make_backend: BackendFactory) -> None:
+    store = await opened(make_backend, max_finished=1)
+    await store.put(finished("a"))
+    await store.put(finished("b"))
+    assert await store.ids("c1") == ["b"]
+
+
+async def test_max_finished_is_cluster_wide(make_backend: BackendFactory) -> None:
+    a = await opened(make_backend, max_finished=2)
+    b = await opened(make_backend, max_finished=2)
+    await a.put(finished("1"))
+    await b.put(finished("2"))
+    await a.put(finished("3"))
+    assert await b.ids("c1") == ["2", "3"]
+
+
+async def test_aclose_twice(make_backend: BackendFactory) -> None:
+    backend = make_backend()
+    await backend.store.open()
+    dispatcher = backend.dispatcher(claim_idle=1)
+    await dispatcher.aclose()
+    await backend.store.aclose()
+    await backend.store.aclose()
+    await dispatcher.aclose()
+
+
+async def test_unreachable_redis_is_store_unavailable(make_backend: BackendFactory) -> None:
+    from support.redis_server import free_port
+
+    port = free_port()
+    url = f"redis://:s3cret@127.0.0.1:{port}/0"
+    backend = make_backend(url=url)
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable) as info:
+        await backend.store.open()
+    message = info.value.message
+    assert message.startswith(
+        f"Result store unavailable: cannot reach Redis at redis://127.0.0.1:{url.rsplit(':', 1)[1]}"
+    )
+    assert "s3cret" not in message
+    assert info.value.status_hint == 503
+    store = backend.store
+    for call in (
+        store.put(running("a")),
+        store.get("c1", ["a"]),
+        store.ids("c1"),
+        store.pending_count(),
+        backend.dispatcher(claim_idle=1).dispatch(running("a"), JobRequest(containers=["a"], data={})),
+    ):
+        with pytest.raises(StoreUnavailable, match="cannot reach Redis"):
+            await call
+    assert time.monotonic() - started < 5  # fails fast, no long retry loop
+
+
+def test_bad_url_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="store.url"):
+        RedisBackend("http://nope")
+
+
+async def test_build_backend_makes_redis_parts(redis_url_clean: str) -> None:
+    config = parse_config(
+        {"store": {"kind": "redis", "url": redis_url_clean, "prefix": "p", "claim_idle": 2, "max_finished": 5}}
+    )
+    store, dispatcher = build_backend(config)
+    assert isinstance(store, RedisResultStore)
+    assert isinstance(dispatcher, RedisStreamDispatcher)
+    assert dispatcher.claim_idle == 2
+    assert dispatcher.stream == "p:jobs"
+    await store.open()
+    await store.put(finished("x"))
+    assert await store.ids("c1") == ["x"]
+    await dispatcher.aclose()
+    await store.aclose()
