@@ -23,6 +23,7 @@ from .errors import (  # noqa: E402
     NodeNotRunning,
     NotFound,
     PayloadTooLarge,
+    StoreUnavailable,
 )
 from .jobs import Job, JobState  # noqa: E402
 from .models import (  # noqa: E402
@@ -77,6 +78,7 @@ __all__ = (
     "Signature",
     "Source",
     "StatusUpdate",
+    "StoreUnavailable",
     "SubscriptionRequest",
     "__version__",
     "echo",

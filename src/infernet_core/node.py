@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -216,7 +217,14 @@ class Node:
         self._guardian.check_job(request, client)
         job = new_job(str(uuid.uuid4()), client, request.containers, created_at=time.time())
         await self.store.put(job, request)
-        await self.dispatcher.dispatch(job, request)
+        try:
+            await self.dispatcher.dispatch(job, request)
+        except StoreUnavailable as exc:
+            # The client gets a 503 and no id; don't leave the stored job looking alive.
+            failed = apply(job, JobAborted(container="", reason=f"not dispatched: {exc.message}"), now=time.time())
+            with contextlib.suppress(StoreUnavailable):
+                await self.store.put(failed)
+            raise
         return job.id
 
     async def submit_batch(self, requests: Sequence[ComputeRequest | InfernetError], client: str) -> list[BatchEntry]:

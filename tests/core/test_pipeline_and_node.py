@@ -676,3 +676,23 @@ async def test_many_concurrent_jobs_all_finish() -> None:
         results = [await wait_done(node, "c", job_id) for job_id in ids if job_id is not None]
     assert [r.result for r in results] == [ContainerOutput(container="echo", output={"i": i}) for i in range(50)]
     assert len(set(ids)) == 50
+
+
+async def test_a_job_that_cannot_be_dispatched_is_refused_and_not_left_running() -> None:
+    from infernet_core import StoreUnavailable
+    from infernet_core.dispatch import LocalDispatcher
+
+    class DownQueue(LocalDispatcher):
+        async def dispatch(self, job: Any, request: Any) -> None:
+            raise StoreUnavailable("Result store unavailable: queue down")
+
+    store = infernet_core.MemoryResultStore()
+    node = Node(store=store, dispatcher=DownQueue(), containers=[LocalContainer("upper", upper)])
+    async with node:
+        with pytest.raises(StoreUnavailable, match="queue down"):
+            await node.submit(JobRequest(containers=["upper"], data={"text": "x"}), "c")
+        assert await node.job_ids("c", pending=True) == []
+        [job_id] = await node.job_ids("c", pending=False)
+        [result] = await node.results("c", [job_id])
+    assert result.status == "failed"
+    assert result.result == ContainerError(container="", error="not dispatched: Result store unavailable: queue down")
