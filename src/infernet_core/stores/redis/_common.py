@@ -1,0 +1,46 @@
+"""What the Redis store and stream share: codecs, key tags, error tests."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+from redis import exceptions as redis_errors
+
+from ...jobs import Job
+from ...models import JobRequest
+
+encode = msgspec.json.Encoder().encode
+decode_job = msgspec.json.Decoder(Job).decode
+decode_request = msgspec.json.Decoder(JobRequest).decode
+
+MAX_BACKOFF = 2.0
+"""Longest pause, in seconds, between retries of a failing background loop."""
+
+
+def safe_url(url: str) -> str:
+    """``url`` without its user name and password, for messages."""
+    try:
+        parts = urlsplit(url)
+        if parts.username is None and parts.password is None:
+            return url
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{host}:{parts.port}" if parts.port is not None else host
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    except ValueError:
+        return "<unparsable url>"
+
+
+def client_tag(client: str) -> bytes:
+    raw = client.encode("utf-8", "surrogatepass")
+    return str(len(raw)).encode() + b":" + raw
+
+
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def is_nogroup(exc: BaseException) -> bool:
+    return isinstance(exc, redis_errors.ResponseError) and str(exc).startswith("NOGROUP")

@@ -1,0 +1,104 @@
+"""The result store in Redis (key layout in the package notes)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from ...errors import StoreUnavailable
+from ...jobs import Job
+from ...models import JobRequest
+from ...store import ResultStore
+from . import scripts
+from ._common import client_tag, decode_job, encode, text
+
+if TYPE_CHECKING:
+    from .backend import RedisBackend
+
+__all__ = ("RedisResultStore",)
+
+log = logging.getLogger("infernet_core.stores.redis")
+
+_KEY_TTL_SLACK_MS = 1000
+
+
+class RedisResultStore(ResultStore):
+    """The result store in Redis, shared by every replica (see the module notes).
+
+    Make one with :class:`RedisBackend`; its ``store`` attribute is one.
+    """
+
+    def __init__(self, backend: RedisBackend) -> None:
+        self._backend = backend
+        self._redis = backend.redis
+        self._prefix = backend.prefix.encode()
+        retention = backend.retention
+        self._pending_ttl_us = max(1, round(retention.pending_ttl * 1_000_000))
+        self._finished_ttl_us = round(retention.finished_ttl * 1_000_000) if retention.finished_ttl else 0
+        self._max_finished = retention.max_finished or 0
+        self._put = self._redis.register_script(scripts.PUT)
+        self._get = self._redis.register_script(scripts.GET)
+        self._ids = self._redis.register_script(scripts.IDS)
+        self._count = self._redis.register_script(scripts.PENDING_COUNT)
+
+    async def open(self) -> None:
+        self._backend._use(self)
+        try:
+            with self._backend.errors("answer a ping"):
+                await self._redis.ping()
+        except StoreUnavailable:
+            await self._backend._release(self)
+            raise
+
+    async def put(self, job: Job, request: JobRequest | None = None) -> bool:
+        args = [
+            self._prefix,
+            client_tag(job.client),
+            job.id.encode("utf-8", "surrogatepass"),
+            encode(job),
+            b"1" if job.pending else b"0",
+            self._pending_ttl_us,
+            self._finished_ttl_us,
+            self._max_finished,
+            _KEY_TTL_SLACK_MS,
+        ]
+        with self._backend.errors("store a job"):
+            return bool(await self._put(args=args))
+
+    async def get(self, client: str, ids: Sequence[str]) -> list[Job]:
+        unique = list(dict.fromkeys(ids))
+        if not unique:
+            return []
+        args = [self._prefix, client_tag(client), self._finished_ttl_us]
+        args += [job_id.encode("utf-8", "surrogatepass") for job_id in unique]
+        with self._backend.errors("read jobs"):
+            blobs = await self._get(args=args)
+        jobs: list[Job] = []
+        for job_id, blob in zip(unique, blobs, strict=True):
+            if blob is None:
+                continue
+            try:
+                jobs.append(decode_job(blob))
+            except msgspec.DecodeError as exc:
+                log.error("skipping unreadable record of job %r of client %r: %s", job_id, client, exc)
+        return jobs
+
+    async def ids(self, client: str, pending: bool | None = None) -> list[str]:
+        which = b"a" if pending is None else b"p" if pending else b"f"
+        with self._backend.errors("list jobs"):
+            running, finished = await self._ids(args=[self._prefix, client_tag(client), self._finished_ttl_us, which])
+        return [text(job_id) for job_id in (*running, *finished)]
+
+    async def pending_count(self) -> int:
+        with self._backend.errors("count pending jobs"):
+            return int(await self._count(args=[self._prefix, self._finished_ttl_us]))
+
+    async def interrupted(self) -> list[tuple[Job, JobRequest | None]]:
+        # The job stream hands interrupted jobs to whichever replica claims them.
+        return []
+
+    async def aclose(self) -> None:
+        await self._backend._release(self)
