@@ -41,6 +41,7 @@ class MemoryResultStore(ResultStore):
         self._by_client: dict[str, dict[str, None]] = {}
 
     async def put(self, job: Job, request: JobRequest | None = None) -> bool:
+        self._expire()  # an expired job is gone: a put over it is a new job, not a refused one
         key = (job.client, job.id)
         if key in self._finished:
             return False

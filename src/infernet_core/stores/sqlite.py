@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
 import queue
 import sqlite3
@@ -35,6 +36,8 @@ from ..models import JobRequest
 from ..store import ResultStore, Retention
 
 __all__ = ("SqliteResultStore",)
+
+log = logging.getLogger("infernet_core.stores.sqlite")
 
 T = TypeVar("T")
 
@@ -56,13 +59,15 @@ CREATE INDEX IF NOT EXISTS jobs_by_finish ON jobs (finished) WHERE pending = 0;
 CREATE INDEX IF NOT EXISTS jobs_pending ON jobs (expires_at) WHERE pending = 1;
 """
 
-# Insert, or update a running job; a finished row is left alone (rowcount 0).
+# Insert, or update a running job; a finished row is left alone (rowcount 0). A running job put
+# again without its request (a progress or status update) keeps the request that started it.
 _UPSERT = """
 INSERT INTO jobs (client, id, pending, created, finished, expires_at, record, request)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (client, id) DO UPDATE SET
     pending = excluded.pending, finished = excluded.finished, expires_at = excluded.expires_at,
-    record = excluded.record, request = excluded.request
+    record = excluded.record,
+    request = CASE WHEN excluded.pending = 1 THEN coalesce(excluded.request, jobs.request) END
 WHERE jobs.pending = 1
 """
 
@@ -116,6 +121,7 @@ class SqliteResultStore(ResultStore):
     def _open(self) -> None:
         if self._db is not None:
             return
+        db: sqlite3.Connection | None = None
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -125,19 +131,21 @@ class SqliteResultStore(ResultStore):
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(_SCHEMA)
+            created, finished = db.execute("SELECT max(created), max(finished) FROM jobs").fetchone()
+            self._finished_count = db.execute("SELECT count(*) FROM jobs WHERE pending = 0").fetchone()[0]
+            rows = db.execute(
+                f"SELECT record, request FROM jobs WHERE pending = 1 AND {_LIVE}", (self._clock(),)
+            ).fetchall()
         except (OSError, sqlite3.Error) as exc:
+            if db is not None:
+                db.close()
             self._release_lock()
             raise StoreUnavailable(f"Result store unavailable: cannot open {self.path}: {exc}") from None
+        self._next_seq = max(created or 0, finished or 0) + 1
+        self._interrupted = [job for job in map(_interrupted_job, rows) if job is not None]
         self._db = db
         assert self._worker is not None
         self._worker.db = db
-        created, finished = db.execute("SELECT max(created), max(finished) FROM jobs").fetchone()
-        self._next_seq = max(created or 0, finished or 0) + 1
-        self._finished_count = db.execute("SELECT count(*) FROM jobs WHERE pending = 0").fetchone()[0]
-        rows = db.execute(f"SELECT record, request FROM jobs WHERE pending = 1 AND {_LIVE}", (self._clock(),))
-        self._interrupted = [
-            (_decode_job(record), _decode_request(request) if request is not None else None) for record, request in rows
-        ]
 
     async def interrupted(self) -> list[tuple[Job, JobRequest | None]]:
         found, self._interrupted = self._interrupted, []
@@ -171,10 +179,19 @@ class SqliteResultStore(ResultStore):
         self._next_seq += 1
         retention = self._retention
         if job.pending:
-            values = (job.client, job.id, 1, seq, None, now + retention.pending_ttl, _encode(job), _encode(request))
+            blob = _encode(request) if request is not None else None  # SQL NULL, not JSON null
+            values = (job.client, job.id, 1, seq, None, now + retention.pending_ttl, _encode(job), blob)
         else:
             expires = now + retention.finished_ttl if retention.finished_ttl is not None else None
             values = (job.client, job.id, 0, seq, seq, expires, _encode(job), None)
+        # An expired row that no purge has deleted yet is gone all the same: drop it, so that
+        # this put makes a new job (not one refused as finished, or listed at its old place).
+        gone = db.execute(
+            "DELETE FROM jobs WHERE client = ? AND id = ? AND expires_at <= ? RETURNING pending",
+            (job.client, job.id, now),
+        ).fetchall()
+        if gone and gone[0][0] == 0:
+            self._finished_count -= 1
         stored = db.execute(_UPSERT, values).rowcount == 1
         if stored and not job.pending:
             self._finished_count += 1
@@ -357,6 +374,15 @@ def _deliver(outcomes: list[_Outcome]) -> None:
             future.set_result(result)
         else:
             future.set_exception(error)
+
+
+def _interrupted_job(row: tuple[bytes, bytes | None]) -> tuple[Job, JobRequest | None] | None:
+    record, request = row
+    try:
+        return _decode_job(record), _decode_request(request) if request is not None else None
+    except msgspec.DecodeError as exc:  # a damaged row must not stop the node from starting
+        log.error("skipping an unreadable running job in the result store: %s", exc)
+        return None
 
 
 def _lock(path: str) -> int:
