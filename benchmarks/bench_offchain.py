@@ -27,350 +27,42 @@ import contextlib
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-HOST = "127.0.0.1"  # loopback only, always
+from loadgen import (
+    HOST,
+    Server,
+    Throughput,
+    closed_loop,
+    free_port,
+    get_bytes,
+    job_body,
+    job_latency,
+    latency_dict,
+    node_command,
+    post_bytes,
+    round_trip,
+    start_server,
+    stop_servers,
+    submit_one,
+    throughput_dict,
+    wait_idle,
+)
+
 HERE = Path(__file__).resolve().parent
 BARE_APP = HERE / "bare_app.py"
 
 POST_TARGET_RATIO = 0.5
 LATENCY_P50_TARGET_MS = 2.0
 
-JOB_BODY = json.dumps({"containers": ["echo"], "data": {"input": "hello"}}, separators=(",", ":")).encode()
+JOB_BODY = job_body("echo")
 
 
-# -- HTTP/1.1 on raw asyncio streams ------------------------------------------------------
-
-
-def post_bytes(path: str, body: bytes) -> bytes:
-    return (
-        f"POST {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode("ascii") + body
-
-
-def get_bytes(path: str) -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode("ascii")
-
-
-class Connection:
-    """One keep-alive HTTP/1.1 connection; reopens itself when the server closes it.
-
-    hypercorn closes a keep-alive connection after ``keep_alive_max_requests`` (1000 by
-    default) requests, announcing it with ``connection: close``; ``reconnects`` counts those.
-    """
-
-    __slots__ = ("port", "reader", "writer", "reconnects")
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-        self.reconnects = 0
-
-    async def open(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
-        sock = self.writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            with contextlib.suppress(Exception):
-                await self.writer.wait_closed()
-            self.writer = self.reader = None
-
-    async def request(self, raw: bytes) -> tuple[int, bytes]:
-        """Send one pre-built request; return (status, body)."""
-        if self.writer is None:
-            await self.open()
-        assert self.reader is not None and self.writer is not None
-        self.writer.write(raw)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        lower = head.lower()
-        start = lower.find(b"\r\ncontent-length:")
-        if start < 0:
-            raise RuntimeError(f"response without content-length: {head!r}")
-        start += 17
-        length = int(head[start : head.index(b"\r\n", start)])
-        body = await self.reader.readexactly(length) if length else b""
-        if b"\r\nconnection: close" in lower:
-            await self.close()
-            self.reconnects += 1
-        return status, body
-
-
-# -- the servers ----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    name: str
-    port: int
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def rss_kib(self) -> int:
-        return _status_field(self.pid, "VmRSS")
-
-    def hwm_kib(self) -> int:
-        return _status_field(self.pid, "VmHWM")
-
-    def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-
-
-def _status_field(pid: int, name: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(name + ":"):
-                return int(line.split()[1])  # kB
-    raise RuntimeError(f"{name} not in /proc/{pid}/status")
-
-
-def node_command() -> list[str]:
-    script = Path(sys.executable).parent / "infernet-node"
-    if not script.exists():
-        raise SystemExit(f"infernet-node not found next to {sys.executable}; install the package first")
-    return [str(script)]
-
-
-async def start_server(name: str, argv: list[str], port: int, log_dir: Path, started: list[Server]) -> Server:
-    log_path = log_dir / f"{name}.log"
-    env = {k: v for k, v in os.environ.items() if k != "INFERNET_CONFIG_PATH"}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-    server = Server(name, port, proc, log_path)
-    started.append(server)
-    deadline = time.monotonic() + 30.0
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log_path.read_text()[-2000:]}")
-        conn = Connection(port)
-        try:
-            status, _ = await conn.request(get_bytes("/health"))
-            if status == 200:
-                return server
-        except OSError:
-            pass
-        finally:
-            await conn.close()
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{name} did not answer on {HOST}:{port} within 30 s")
-        await asyncio.sleep(0.05)
-
-
-def stop_servers(servers: list[Server]) -> None:
-    for server in servers:
-        if server.proc.poll() is None:
-            server.proc.send_signal(signal.SIGTERM)
-    for server in servers:
-        try:
-            server.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait(timeout=5)
-
-
-# -- load phases ------------------------------------------------------------------------------
-
-
-@dataclass
-class Throughput:
-    requests: int
-    seconds: float
-    errors: int
-    reconnects: int
-    server_cpu: float  # server CPU seconds / wall seconds
-    client_cpu: float  # this process's CPU seconds / wall seconds
-    statuses: dict[int, int] = field(default_factory=dict)
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
-
-
-async def closed_loop(
-    server: Server,
-    raw: bytes,
-    connections: int,
-    *,
-    duration: float,
-    max_requests: int,
-    warmup: float = 0.0,
-) -> Throughput:
-    """``connections`` clients, each sending ``raw`` sequentially on its own keep-alive connection.
-
-    Counts requests completed after ``warmup`` seconds until ``duration`` more seconds have
-    passed or ``max_requests`` were counted, whichever comes first.
-    """
-    conns = [Connection(server.port) for _ in range(connections)]
-    await asyncio.gather(*(c.open() for c in conns))
-    state = {"counting": False, "stop": False, "count": 0, "errors": 0}
-    statuses: dict[int, int] = {}
-
-    async def client(conn: Connection) -> None:
-        request = conn.request
-        while not state["stop"]:
-            status, _ = await request(raw)
-            if state["counting"]:
-                state["count"] += 1
-                statuses[status] = statuses.get(status, 0) + 1
-                if status != 200:
-                    state["errors"] += 1
-                if state["count"] >= max_requests:
-                    state["stop"] = True
-
-    tasks = [asyncio.create_task(client(c)) for c in conns]
-    try:
-        if warmup > 0:
-            await asyncio.wait(tasks, timeout=warmup)
-        _check_tasks(tasks)
-        cpu0, proc0, t0 = server.cpu_seconds(), time.process_time(), time.perf_counter()
-        state["counting"] = True
-        done, _ = await asyncio.wait(tasks, timeout=duration)
-        state["counting"] = False
-        t1, cpu1, proc1 = time.perf_counter(), server.cpu_seconds(), time.process_time()
-        count = state["count"]
-        state["stop"] = True
-        await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
-    wall = t1 - t0
-    return Throughput(
-        requests=count,
-        seconds=wall,
-        errors=state["errors"],
-        reconnects=sum(c.reconnects for c in conns),
-        server_cpu=(cpu1 - cpu0) / wall,
-        client_cpu=(proc1 - proc0) / wall,
-        statuses=statuses,
-    )
-
-
-def _check_tasks(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
-
-
-async def submit_one(port: int) -> str:
-    conn = Connection(port)
-    try:
-        status, body = await conn.request(post_bytes("/api/jobs", JOB_BODY))
-        if status != 200:
-            raise RuntimeError(f"POST /api/jobs -> {status} {body!r}")
-        job_id: str = json.loads(body)["id"]
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            status, body = await conn.request(get_bytes(f"/api/jobs?id={job_id}"))
-            if status == 200 and json.loads(body)[0]["status"] == "success":
-                return job_id
-            await asyncio.sleep(0.01)
-        raise RuntimeError(f"job {job_id} did not succeed within 10 s")
-    finally:
-        await conn.close()
-
-
-@dataclass
-class Latency:
-    samples_ms: list[float]
-    polls: int
-    reconnects: int
-
-    def percentile(self, p: float) -> float:
-        ordered = sorted(self.samples_ms)
-        index = min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))
-        return ordered[index]
-
-
-async def job_latency(server: Server, samples: int, warmup: int, timeout: float) -> Latency:
-    """On ONE keep-alive connection: POST an echo job, poll GET ?id= until success; time it."""
-    conn = Connection(server.port)
-    await conn.open()
-    submit = post_bytes("/api/jobs", JOB_BODY)
-    results: list[float] = []
-    polls = 0
-    deadline = time.monotonic() + timeout
-    try:
-        for index in range(warmup + samples):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"latency phase exceeded {timeout:g} s after {index} samples")
-            t0 = time.perf_counter()
-            status, body = await conn.request(submit)
-            if status != 200:
-                raise RuntimeError(f"POST /api/jobs -> {status} {body!r}")
-            poll = get_bytes(f"/api/jobs?id={json.loads(body)['id']}")
-            n = 0
-            while True:
-                n += 1
-                status, body = await conn.request(poll)
-                if status != 200:
-                    raise RuntimeError(f"GET /api/jobs -> {status} {body!r}")
-                job_status = json.loads(body)[0]["status"]
-                if job_status == "success":
-                    break
-                if job_status != "running" or n > 100_000:
-                    raise RuntimeError(f"job ended as {job_status!r} after {n} polls: {body!r}")
-            t1 = time.perf_counter()
-            if index >= warmup:
-                results.append((t1 - t0) * 1000)
-                polls += n
-    finally:
-        reconnects = conn.reconnects
-        await conn.close()
-    return Latency(results, polls, reconnects)
-
-
-async def round_trip(server: Server, raw: bytes, samples: int) -> list[float]:
-    """Single-request round trips (ms) on one keep-alive connection, for reference."""
-    conn = Connection(server.port)
-    await conn.open()
-    times: list[float] = []
-    try:
-        for _ in range(samples):
-            t0 = time.perf_counter()
-            await conn.request(raw)
-            times.append((time.perf_counter() - t0) * 1000)
-    finally:
-        await conn.close()
-    return times
-
-
-async def pending_offchain(port: int) -> int:
-    conn = Connection(port)
-    try:
-        status, body = await conn.request(get_bytes("/info"))
-        if status != 200:
-            raise RuntimeError(f"GET /info -> {status} {body!r}")
-        return int(json.loads(body)["pending"]["offchain"])
-    finally:
-        await conn.close()
+# -- the memory phase ----------------------------------------------------------------------
 
 
 async def memory_phase(server: Server, jobs: int, connections: int, timeout: float) -> dict[str, Any]:
@@ -385,11 +77,7 @@ async def memory_phase(server: Server, jobs: int, connections: int, timeout: flo
         raise RuntimeError(f"only {load.requests} of {jobs} jobs submitted within {timeout:g} s")
     if load.errors:
         raise RuntimeError(f"{load.errors} submissions failed: {load.statuses}")
-    deadline = time.monotonic() + 60
-    while (pending := await pending_offchain(server.port)) != 0:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{pending} jobs still pending 60 s after submission")
-        await asyncio.sleep(0.05)
+    await wait_idle(server.port, timeout=60)
     elapsed = time.perf_counter() - started
     rss_end = server.rss_kib()
     return {
@@ -404,19 +92,7 @@ async def memory_phase(server: Server, jobs: int, connections: int, timeout: flo
     }
 
 
-# -- the run ----------------------------------------------------------------------------------
-
-
-def throughput_dict(t: Throughput) -> dict[str, Any]:
-    return {
-        "rps": round(t.rps, 1),
-        "requests": t.requests,
-        "seconds": round(t.seconds, 3),
-        "errors": t.errors,
-        "reconnects": t.reconnects,
-        "server_cpu": round(t.server_cpu, 3),
-        "client_cpu": round(t.client_cpu, 3),
-    }
+# -- the run --------------------------------------------------------------------------------
 
 
 async def run(args: argparse.Namespace, log_dir: Path, servers: list[Server]) -> dict[str, Any]:
@@ -438,7 +114,7 @@ async def run(args: argparse.Namespace, log_dir: Path, servers: list[Server]) ->
     await asyncio.sleep(0.5)
     node_rss_start = node.rss_kib()
 
-    job_id = await submit_one(node.port)
+    job_id, _ = await submit_one(node.port, JOB_BODY)
     post = post_bytes("/api/jobs", JOB_BODY)
     get = get_bytes(f"/api/jobs?id={job_id}")
     figures: dict[str, Any] = {}
@@ -475,19 +151,12 @@ async def run(args: argparse.Namespace, log_dir: Path, servers: list[Server]) ->
 
     phase(f"end-to-end job latency, 1 connection, {args.latency_samples} samples")
     lat = await job_latency(
-        node, args.latency_samples, warmup=min(200, args.latency_samples), timeout=args.latency_timeout
+        node, JOB_BODY, args.latency_samples, warmup=min(200, args.latency_samples), timeout=args.latency_timeout
     )
     bare_rtt = await round_trip(bare, get, min(2000, args.latency_samples))
     node_get_rtt = await round_trip(node, get, min(2000, args.latency_samples))
     figures["latency"] = {
-        "samples": len(lat.samples_ms),
-        "p50_ms": round(lat.percentile(50), 3),
-        "p90_ms": round(lat.percentile(90), 3),
-        "p99_ms": round(lat.percentile(99), 3),
-        "max_ms": round(max(lat.samples_ms), 3),
-        "mean_ms": round(statistics.fmean(lat.samples_ms), 3),
-        "mean_polls": round(lat.polls / len(lat.samples_ms), 3),
-        "reconnects": lat.reconnects,
+        **latency_dict(lat),
         "node_get_rtt_p50_ms": round(statistics.median(node_get_rtt), 3),
         "bare_rtt_p50_ms": round(statistics.median(bare_rtt), 3),
     }

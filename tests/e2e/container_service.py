@@ -1,6 +1,6 @@
 """A tiny Infernet container service for the end-to-end tests (standard library only).
 
-Run as ``python container_service.py --mode MODE [--delay SECONDS]``. It listens on
+Run as ``python container_service.py --mode MODE [--delay SECONDS] [--no-record]``. It listens on
 127.0.0.1 (port 0 unless ``--port`` is given), prints ``LISTENING <port>`` on stdout once it
 accepts connections, and serves:
 
@@ -14,7 +14,11 @@ accepts connections, and serves:
   * ``hang``    -- never answers.
 
 * ``GET /calls`` -- every ``POST /service_output`` received so far, in order, as
-  ``[{"path", "headers": {lowercased name: value}, "body": <parsed JSON or raw text>}]``.
+  ``[{"path", "headers": {lowercased name: value}, "body": <parsed JSON or raw text>}]``
+  (always ``[]`` with ``--no-record``, which keeps nothing: for long benchmark runs).
+
+Its listen backlog is large, so that hundreds of connections opened at once (a node running
+many jobs concurrently) are queued rather than dropped and retried by the kernel a second later.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ MODES = ("fast", "slow", "fail500", "nonjson", "hang")
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY: the head and the body leave in separate writes, and on a keep-alive
+    # connection the body would otherwise wait for the client's delayed ACK (~40 ms a call).
+    disable_nagle_algorithm = True
     server: Service
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep stderr quiet
@@ -65,10 +72,11 @@ class Handler(BaseHTTPRequestHandler):
             body: Any = json.loads(raw)
         except ValueError:
             body = raw.decode("utf-8", "replace")
-        with self.server.lock:
-            self.server.calls.append(
-                {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
-            )
+        if self.server.record:
+            with self.server.lock:
+                self.server.calls.append(
+                    {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
+                )
         mode = self.server.mode
         if mode == "hang":
             time.sleep(3600)
@@ -96,13 +104,20 @@ class Handler(BaseHTTPRequestHandler):
 
 class Service(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 1024  # listen backlog (socketserver's default is 5)
 
-    def __init__(self, port: int, mode: str, delay: float) -> None:
+    def __init__(self, port: int, mode: str, delay: float, record: bool = True) -> None:
         super().__init__(("127.0.0.1", port), Handler)
         self.mode = mode
         self.delay = delay
+        self.record = record
         self.calls: list[dict[str, Any]] = []
         self.lock = threading.Lock()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away mid-call (a node killed on purpose) is no error worth a trace.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def main() -> None:
@@ -110,8 +125,9 @@ def main() -> None:
     parser.add_argument("--mode", choices=MODES, required=True)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--delay", type=float, default=1.0)
+    parser.add_argument("--no-record", action="store_true", help="keep no record of calls (GET /calls is [])")
     args = parser.parse_args()
-    service = Service(args.port, args.mode, args.delay)
+    service = Service(args.port, args.mode, args.delay, record=not args.no_record)
     print(f"LISTENING {service.server_address[1]}", flush=True)
     service.serve_forever(poll_interval=0.05)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import anyio
 import pytest
@@ -386,3 +387,31 @@ async def test_build_backend_makes_redis_parts(redis_url_clean: str) -> None:
     assert await store.ids("c1") == ["x"]
     await dispatcher.aclose()
     await store.aclose()
+
+
+async def test_connections_broken_by_a_redis_restart_are_replaced_not_failed(
+    make_backend: BackendFactory, tmp_path: Path
+) -> None:
+    """After Redis restarts, every pooled connection is stale; each call replaces its own
+    (the one quick retry) instead of failing with "Connection closed by server"."""
+    from support.redis_server import start_redis, stop_redis
+
+    proc, port = start_redis(tmp_path)
+    try:
+        store = await opened(make_backend, url=f"redis://127.0.0.1:{port}/0")
+        counts: list[int] = []
+
+        async def count() -> None:
+            counts.append(await store.pending_count())
+
+        async with anyio.create_task_group() as tg:  # several connections in the pool
+            for _ in range(5):
+                tg.start_soon(count)
+        stop_redis(proc)
+        proc, _ = start_redis(tmp_path, port=port)
+        async with anyio.create_task_group() as tg:
+            for _ in range(5):
+                tg.start_soon(count)
+        assert counts == [0] * 10
+    finally:
+        stop_redis(proc)

@@ -8,8 +8,8 @@ from contextlib import contextmanager
 import anyio
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry  # not redis.retry's: it would not await the call, so never retry
 from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from ...errors import ConfigError, StoreUnavailable
 from ...store import Retention
