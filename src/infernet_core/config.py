@@ -80,6 +80,8 @@ class ContainerConfig(_Config):
     accepted_payments: dict[str, int] = {}
     timeout: PositiveFloat = 180.0
     """Seconds one call to this container may take, connection and response included."""
+    max_concurrency: Annotated[int, msgspec.Meta(gt=0)] = 32
+    """Calls in flight to this container at once; more wait their turn."""
 
     def __post_init__(self) -> None:
         for network in self.allowed_ips:

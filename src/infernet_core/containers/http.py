@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import httpx
 import msgspec
 
@@ -23,7 +24,10 @@ class HttpContainer(ContainerClient):
 
     ``base`` is the container's ``url`` when configured, else ``http://localhost:{port}``.
     A non-2xx status, a body that is not JSON, a timeout and a connection error each fail
-    the call with a message naming the cause.
+    the call with a message naming the cause. At most ``max_concurrency`` calls are in flight
+    at once; the rest wait their turn (a backlog of thousands of open requests would make the
+    HTTP client's pool bookkeeping, not the container, the bottleneck). The timeout counts from
+    when a call is sent.
 
     Args:
         config: The container's configuration.
@@ -37,15 +41,17 @@ class HttpContainer(ContainerClient):
         self.url = f"{config.base_url}/service_output"
         self._client = client
         self._timeout = httpx.Timeout(config.timeout)
+        self._slots = anyio.CapacityLimiter(config.max_concurrency)
         self._headers = {"content-type": "application/json"}
         if config.bearer:
             self._headers["authorization"] = f"Bearer {config.bearer}"
 
     async def run(self, payload: ContainerInput) -> Any:
         try:
-            response = await self._client.post(
-                self.url, content=_encode(payload), headers=self._headers, timeout=self._timeout
-            )
+            async with self._slots:
+                response = await self._client.post(
+                    self.url, content=_encode(payload), headers=self._headers, timeout=self._timeout
+                )
         except httpx.TimeoutException:
             raise ContainerFailure(f"timed out after {self._timeout.read:g}s calling {self.url}") from None
         except httpx.HTTPError as exc:
