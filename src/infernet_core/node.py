@@ -157,9 +157,14 @@ class Node:
         self._guardian = Guardian(rules)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
-        for job, request in await self.store.interrupted():
-            self._spawn(job, request, True, None)
-        await self.dispatcher.start(self._task_group, self._spawn)
+        try:
+            for job, request in await self.store.interrupted():
+                self._spawn(job, request, True, None)
+            await self.dispatcher.start(self._task_group, self._spawn)
+        except BaseException:
+            # Start-up failed half-way: release what was opened, as a stop would.
+            await self.__aexit__(None, None, None)
+            raise
         self._accepting = True
         log.info("node started with containers: %s", ", ".join(clients) or "(none)")
         return self

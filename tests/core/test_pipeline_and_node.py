@@ -696,3 +696,26 @@ async def test_a_job_that_cannot_be_dispatched_is_refused_and_not_left_running()
         [result] = await node.results("c", [job_id])
     assert result.status == "failed"
     assert result.result == ContainerError(container="", error="not dispatched: Result store unavailable: queue down")
+
+
+async def test_a_start_that_fails_half_way_closes_the_store() -> None:
+    from infernet_core import StoreUnavailable
+    from infernet_core.dispatch import LocalDispatcher
+
+    class BrokenQueue(LocalDispatcher):
+        async def start(self, task_group: Any, spawn: Any) -> None:
+            raise StoreUnavailable("Result store unavailable: queue down")
+
+    class ClosingStore(infernet_core.MemoryResultStore):
+        closed = False
+
+        async def aclose(self) -> None:
+            self.closed = True
+
+    store = ClosingStore()
+    node = Node(store=store, dispatcher=BrokenQueue())
+    with pytest.raises(StoreUnavailable, match="queue down"):
+        async with node:
+            pass  # pragma: no cover
+    assert store.closed is True
+    assert node.running is False
