@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -46,6 +46,7 @@ from loadgen import (
     node_command,
     post_bytes,
     round_trip,
+    run_with_servers,
     start_server,
     stop_servers,
     submit_one,
@@ -323,18 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     log_dir = Path(tempfile.mkdtemp(prefix="bench_offchain_"))
-    servers: list[Server] = []
     started = time.monotonic()
-    try:
-        figures = asyncio.run(run(args, log_dir, servers))
-    except BaseException:
-        for server in servers:
-            print(f"--- {server.name} log ({server.log_path}) ---", file=sys.stderr)
-            with contextlib.suppress(OSError):
-                print(server.log_path.read_text()[-3000:], file=sys.stderr)
-        raise
-    finally:
-        stop_servers(servers)
+    figures = run_with_servers(run, args, log_dir)
     checks = verdicts(figures)
     print_table(figures, checks, args)
     print(f"total time {time.monotonic() - started:.0f} s" + (f"; server logs in {log_dir}" if args.keep_logs else ""))
@@ -356,11 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
     if not args.keep_logs:
-        for server in servers:
-            with contextlib.suppress(OSError):
-                server.log_path.unlink()
-        with contextlib.suppress(OSError):
-            log_dir.rmdir()
+        shutil.rmtree(log_dir, ignore_errors=True)
     return 0
 
 

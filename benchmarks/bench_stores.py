@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
@@ -52,8 +51,8 @@ from loadgen import (
     latency_dict,
     node_command,
     post_bytes,
+    run_with_servers,
     start_server,
-    stop_servers,
     submit_one,
     throughput_dict,
     wait_idle,
@@ -272,18 +271,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log_dir = Path(tempfile.mkdtemp(prefix="bench_stores_"))
-    started: list[Server] = []
     began = time.monotonic()
-    try:
-        figures = asyncio.run(run(args, log_dir, started))
-    except BaseException:
-        for server in started:
-            print(f"--- {server.name} log ({server.log_path}) ---", file=sys.stderr)
-            with contextlib.suppress(OSError):
-                print(server.log_path.read_text()[-3000:], file=sys.stderr)
-        raise
-    finally:
-        stop_servers(started)
+    figures = run_with_servers(run, args, log_dir)
     checks = verdicts(figures)
     print_table(figures, checks, args)
     print(f"total time {time.monotonic() - began:.0f} s" + (f"; logs in {log_dir}" if args.keep_logs else ""))

@@ -228,6 +228,22 @@ def stop_servers(servers: Sequence[Server]) -> None:
             server.proc.wait(timeout=5)
 
 
+def run_with_servers(run: Any, args: Any, log_dir: Path) -> Any:
+    """``asyncio.run(run(args, log_dir, servers))``; on an error print the servers' log tails.
+    Every server ``run`` started (appended to ``servers``) is stopped by PID in the end."""
+    servers: list[Server] = []
+    try:
+        return asyncio.run(run(args, log_dir, servers))
+    except BaseException:
+        for server in servers:
+            print(f"--- {server.name} log ({server.log_path}) ---", file=sys.stderr)
+            with contextlib.suppress(OSError):
+                print(server.log_path.read_text()[-3000:], file=sys.stderr)
+        raise
+    finally:
+        stop_servers(servers)
+
+
 # -- load phases ------------------------------------------------------------------------------
 
 
