@@ -40,7 +40,7 @@ from e2e_support import (
     tag,
     wait_done,
 )
-from support.redis_server import redis_available, start_redis, stop_redis
+from support.redis_server import redis_available, start_redis
 
 from infernet_core.node import STOPPED_REASON
 
@@ -103,20 +103,6 @@ def procs() -> Iterator[Processes]:
         yield started
     finally:
         started.kill_all()
-
-
-@pytest.fixture(scope="module")
-def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A redis-server of this module's own (the replica tests share it, each on its own prefix)."""
-    if not redis_available():
-        pytest.fail("redis-server is not installed: run scripts/test.sh, or apt-get install -y redis-server")
-    proc, port = start_redis(tmp_path_factory.mktemp("redis-faults"))
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        stop_redis(proc)
-        if proc.poll() is None:  # pragma: no cover - stop_redis kills it already
-            os.kill(proc.pid, signal.SIGKILL)
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -229,9 +215,9 @@ def test_sqlite_kill9_then_restart_ends_every_accepted_job(
 
 
 def test_two_replicas_on_redis_behave_as_one_node(
-    tmp_path: Path, services: dict[str, ServiceProcess], procs: Processes, shared_redis: str
+    tmp_path: Path, services: dict[str, ServiceProcess], procs: Processes, redis_url: str
 ) -> None:
-    config = node_config(services, redis_store(shared_redis, claim_idle=1))
+    config = node_config(services, redis_store(redis_url, claim_idle=1))
     a, b = procs.node(tmp_path, config), procs.node(tmp_path, config)
     with a.client() as via_a, b.client() as via_b, b.client(CLIENT_B) as other_via_b:
         # Submitted through A: readable and listed through B by the same client, not by another.
@@ -277,9 +263,9 @@ THREADS_PER_REPLICA = 2
 
 @pytest.mark.parametrize("rerun", [True, False], ids=["rerun-interrupted", "fail-interrupted"])
 def test_replica_killed_under_load_every_accepted_job_ends_on_the_survivor(
-    tmp_path: Path, services: dict[str, ServiceProcess], procs: Processes, shared_redis: str, rerun: bool
+    tmp_path: Path, services: dict[str, ServiceProcess], procs: Processes, redis_url: str, rerun: bool
 ) -> None:
-    config = node_config(services, redis_store(shared_redis, claim_idle=1), rerun_interrupted=rerun)
+    config = node_config(services, redis_store(redis_url, claim_idle=1), rerun_interrupted=rerun)
     survivor, victim = procs.node(tmp_path, config), procs.node(tmp_path, config)
     accepted: list[tuple[str, str]] = []  # (job id, replica that returned it)
     refused: list[int] = []

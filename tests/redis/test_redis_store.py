@@ -62,43 +62,6 @@ def test_is_a_result_store(redis_url: str) -> None:
     assert isinstance(backend.dispatcher(claim_idle=5), RedisStreamDispatcher)
 
 
-async def test_put_then_get(store: RedisResultStore) -> None:
-    job = running("j1")
-    assert await store.put(job, JobRequest(containers=["a"], data={})) is True
-    assert await store.get("c1", ["j1"]) == [job]
-    done = finished("j1", output={"v": 1})
-    assert await store.put(done) is True
-    assert await store.get("c1", ["j1"]) == [done]
-
-
-async def test_get_order_unknown_and_repeated_ids(store: RedisResultStore) -> None:
-    a, b, c = running("a"), finished("b"), running("c")
-    for job in (a, b, c):
-        await store.put(job)
-    assert await store.get("c1", ["c", "missing", "a", "b", "a", "c"]) == [c, a, b]
-    assert await store.get("c1", []) == []
-    assert await store.get("c1", ["missing"]) == []
-
-
-@pytest.mark.parametrize("other", ["10.0.0.2", "::1", "2001:db8::1", "::ffff:10.0.0.1", "2001:db8::1%eth0"])
-async def test_jobs_are_scoped_per_client(store: RedisResultStore, other: str) -> None:
-    mine = running("same", "10.0.0.1")
-    theirs = finished("same", other, output="theirs")
-    await store.put(mine)
-    await store.put(theirs)
-    assert await store.get("10.0.0.1", ["same"]) == [mine]
-    assert await store.get(other, ["same"]) == [theirs]
-    assert await store.get("10.0.0.3", ["same"]) == []
-    assert await store.ids("10.0.0.1") == ["same"]
-    assert await store.ids("10.0.0.1", pending=False) == []
-    assert await store.ids(other, pending=True) == []
-    assert await store.ids(other, pending=False) == ["same"]
-    assert await store.ids("nobody") == []
-    await store.put(finished("same", "10.0.0.1", output="mine"))
-    [job] = await store.get(other, ["same"])
-    assert job.outputs[0].output == "theirs"
-
-
 async def test_ipv6_clients_with_colons_in_ids_never_collide(make_backend: BackendFactory) -> None:
     store = await opened(make_backend)
     # Pairs that would share a key if keys were "client:id" (or "client\nid").
@@ -123,35 +86,6 @@ async def test_ipv6_client_pending_and_finished(store: RedisResultStore) -> None
         assert await store.ids(client) == ["p", "f"]
         assert await store.ids(client, pending=True) == ["p"]
         assert [j.client for j in await store.get(client, ["p", "f"])] == [client, client]
-
-
-async def test_ids_pending_then_finished_in_insertion_order(store: RedisResultStore) -> None:
-    for job_id in ("p1", "f1", "p2", "f2", "p3"):
-        await store.put(running(job_id))
-    await store.put(finished("f2"))  # finish order differs from creation order
-    await store.put(finished("f1"))
-    assert await store.ids("c1", pending=True) == ["p1", "p2", "p3"]
-    assert await store.ids("c1", pending=False) == ["f1", "f2"]
-    assert await store.ids("c1") == ["p1", "p2", "p3", "f1", "f2"]
-    assert await store.ids("c1", pending=None) == ["p1", "p2", "p3", "f1", "f2"]
-
-
-async def test_putting_running_again_keeps_one_entry(store: RedisResultStore) -> None:
-    await store.put(running("j"))
-    await store.put(running("j"))
-    assert await store.ids("c1") == ["j"]
-    assert await store.pending_count() == 1
-
-
-async def test_finished_jobs_are_final(store: RedisResultStore) -> None:
-    done = finished("j1", output={"v": 1})
-    assert await store.put(running("j1")) is True
-    assert await store.put(done) is True
-    assert await store.put(running("j1")) is False
-    assert await store.put(finished("j1", output={"v": 2})) is False
-    assert await store.get("c1", ["j1"]) == [done]
-    assert await store.ids("c1", pending=True) == []
-    assert await store.pending_count() == 0
 
 
 async def test_finished_is_final_under_concurrent_puts(store: RedisResultStore) -> None:
@@ -225,32 +159,6 @@ async def test_pending_ttl_expiry(make_backend: BackendFactory, redis_url_clean:
     assert not [k for k in await keys(redis_url_clean) if ":run:" in k or ":pending:" in k]
 
 
-async def test_putting_running_again_renews_ttl(make_backend: BackendFactory) -> None:
-    store = await opened(make_backend, pending_ttl=1.0)
-    await store.put(running("a"))
-    await store.put(running("b"))
-    await anyio.sleep(0.6)
-    await store.put(running("a"))  # renewed
-    await anyio.sleep(0.6)  # b expired at 1.0 s; a's new deadline is 1.6 s
-    assert await store.ids("c1", pending=True) == ["a"]
-    assert await store.pending_count() == 1
-    await anyio.sleep(0.5)
-    assert await store.pending_count() == 0
-
-
-async def test_expired_job_can_still_finish(make_backend: BackendFactory) -> None:
-    store = await opened(make_backend, pending_ttl=0.3)
-    await store.put(running("slow"))
-    await store.put(running("other"))
-    await anyio.sleep(0.4)
-    assert await store.ids("c1") == []
-    await store.put(running("later"))
-    done = finished("slow")
-    assert await store.put(done) is True
-    assert await store.get("c1", ["slow"]) == [done]
-    assert await store.ids("c1") == ["later", "slow"]  # a forgotten job comes back at the end
-
-
 async def test_running_key_has_a_ttl_and_finished_key_has_none(
     make_backend: BackendFactory, redis_url_clean: str
 ) -> None:
@@ -299,26 +207,6 @@ async def test_max_finished_evicts_oldest_finished(store: RedisResultStore, redi
     assert await store.get("c1", ["f2"]) == []
     done_keys = [k for k in await keys(redis_url_clean) if ":done:" in k]
     assert len(done_keys) == 3
-
-
-async def test_eviction_order_follows_finish_time_not_creation(store: RedisResultStore) -> None:
-    for job_id in ("a", "b", "c"):
-        await store.put(running(job_id))
-    await store.put(finished("c"))
-    await store.put(finished("a"))
-    await store.put(finished("b"))
-    await store.put(finished("d"))
-    assert sorted(await store.ids("c1")) == ["a", "b", "d"]
-    assert await store.put(finished("a")) is False  # finished is final: no move to newest
-    await store.put(finished("e"))
-    assert sorted(await store.ids("c1")) == ["b", "d", "e"]
-
-
-async def test_max_finished_one(make_backend: BackendFactory) -> None:
-    store = await opened(make_backend, max_finished=1)
-    await store.put(finished("a"))
-    await store.put(finished("b"))
-    assert await store.ids("c1") == ["b"]
 
 
 async def test_max_finished_is_cluster_wide(make_backend: BackendFactory) -> None:
