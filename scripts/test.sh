@@ -14,7 +14,18 @@ fi
 .venv/bin/ruff check --quiet src tests benchmarks
 .venv/bin/ruff format --check --quiet src tests benchmarks
 
-# The Redis tests start their own redis-server (loopback only); install it when missing.
-command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+# The Redis tests start their own redis-server, the chain tests anvil, the Docker tests
+# dockerd (all on loopback or a private socket); install whatever is missing.
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v dockerd >/dev/null || missing+=(docker.io)
+command -v node >/dev/null || missing+=(nodejs npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}"
+fi
+# anvil (the local chain) and solc-js (compiles tests/contracts) come from npm (package.json).
+if [ ! -x node_modules/.bin/anvil ] || [ ! -d node_modules/solc ]; then
+  npm install --no-audit --no-fund --silent
+fi
 
 exec .venv/bin/python -m pytest "$@"
