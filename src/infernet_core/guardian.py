@@ -17,6 +17,7 @@ import msgspec
 
 from .errors import AdmissionError
 from .models import DelegatedSubscriptionRequest, JobRequest
+from .subscriptions import Subscription
 
 __all__ = ("ContainerRules", "Guardian", "IPNetwork", "in_networks", "parse_ip", "parse_networks")
 
@@ -121,13 +122,32 @@ class Guardian:
         subscription = request.subscription
         if not chain_enabled:
             raise AdmissionError("Chain not enabled", {"delegated_subscription": _summary(request)})
-        if request.signature.expiry < int(now):
+        # The contract's rule (a signature is dead from its expiry second on), not the
+        # reference node's looser one: a request it would accept could never be created.
+        if request.signature.expiry <= int(now):
             raise AdmissionError("Signature expired", {"delegated_subscription": _summary(request)})
         containers = subscription.container_id.split(",")
         self._check_chain(containers, requires_proof=False)
         owner = subscription.owner.lower()
         for container_id in containers:
             allowed = self._containers[container_id].allowed_delegate_addresses
+            if allowed and owner not in allowed:
+                raise AdmissionError(
+                    "Container not allowed for address",
+                    {"container": container_id, "address": subscription.owner},
+                )
+
+    def check_subscription(self, subscription: Subscription) -> None:
+        """Admit an on-chain subscription's containers and owner, or raise.
+
+        Raises:
+            AdmissionError: With the reference node's message and params.
+        """
+        containers = subscription.containers
+        self._check_chain(containers, requires_proof=False)
+        owner = subscription.owner.lower()
+        for container_id in containers:
+            allowed = self._containers[container_id].allowed_addresses
             if allowed and owner not in allowed:
                 raise AdmissionError(
                     "Container not allowed for address",

@@ -295,7 +295,7 @@ def test_delegated_chain_not_enabled_params_are_the_submission() -> None:
 
 
 @pytest.mark.parametrize(
-    ("expiry", "now", "expired"), [(99, 100.0, True), (100, 100.0, False), (100, 100.99, False), (100, 101.0, True)]
+    ("expiry", "now", "expired"), [(99, 100.0, True), (100, 100.0, True), (101, 100.99, False), (101, 101.0, True)]
 )
 def test_delegated_signature_expired(expiry: int, now: float, expired: bool) -> None:
     request = delegated(expiry=expiry)
