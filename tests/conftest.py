@@ -9,6 +9,7 @@ restart it) call :func:`support.redis_server.start_redis` themselves.
 from __future__ import annotations
 
 import socket
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -42,3 +43,11 @@ def redis_url_clean(redis_url: str) -> str:
     """The session's Redis URL, with every key deleted before the test."""
     flush_redis(redis_url)
     return redis_url
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Undo py_ecc's import-time ``sys.setrecursionlimit(100_000)`` (it comes with eth-account,
+    which the chain tests import directly): at that limit a deeply nested JSON body overflows
+    the C stack in msgspec instead of raising RecursionError. The node itself restores the
+    limit when it imports its chain module (see ``infernet_core.chain``)."""
+    sys.setrecursionlimit(min(sys.getrecursionlimit(), 1000))
