@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+from support.chain_fixtures import active_deployment, anvil_url, chain_contracts, deployment, w3  # noqa: F401
 from support.redis_server import redis_available, start_redis, stop_redis
 
 

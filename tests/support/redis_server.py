@@ -14,6 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from support.processes import stop_process
+
 __all__ = ("free_port", "redis_available", "start_redis", "stop_redis")
 
 START_TIMEOUT = 10.0
@@ -97,10 +99,4 @@ def start_redis(tmp_dir: str | Path, port: int | None = None) -> tuple[subproces
 
 def stop_redis(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
     """Stop a server from :func:`start_redis` by its PID: SIGTERM, then SIGKILL if it lingers."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+    stop_process(proc, timeout)
