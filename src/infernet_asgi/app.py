@@ -15,8 +15,9 @@ from infernet_core.guardian import in_networks, parse_networks
 from infernet_core.parsing import parse_batch, parse_compute_request, parse_status_update
 
 from .clientaddr import client_address
-from .responses import JSONResponse, error_body, error_response
+from .responses import JSONResponse, Response, error_body, error_response
 from .routing import MethodNotAllowed, Router, route_path
+from .streaming import JobStreamResponse
 from .types import Receive, Scope, Send
 
 __all__ = ("InfernetApp",)
@@ -70,8 +71,13 @@ class Request:
             if not message.get("more_body", False):
                 return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
+    async def disconnected(self) -> None:
+        """Return once the client has disconnected (call it after reading the body)."""
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
 
-Handler = Callable[["InfernetApp", Request], Awaitable[JSONResponse]]
+
+Handler = Callable[["InfernetApp", Request], Awaitable[Response]]
 
 
 class InfernetApp:
@@ -117,6 +123,7 @@ class InfernetApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive, self._max_body)
+        response: Response
         try:
             handler = ROUTER.match(scope["method"], route_path(scope))
             # Every route reads or writes the node's store, which only exists while it runs.
@@ -168,6 +175,11 @@ class InfernetApp:
         job_id = await self.node.submit(job_request, client)
         return JSONResponse({} if job_id is None else {"id": job_id})
 
+    async def stream_job(self, request: Request) -> Response:
+        client = self._client(request)
+        stream = await self.node.stream(parse_compute_request(await request.body()), client)
+        return JobStreamResponse(stream, request.disconnected)
+
     async def create_batch(self, request: Request) -> JSONResponse:
         client = self._client(request)
         entries = await self.node.submit_batch(parse_batch(await request.body()), client)
@@ -196,6 +208,18 @@ class InfernetApp:
         await self.node.record_status(client, update)
         return JSONResponse({"id": update.id, "status": update.status})
 
+    async def resources(self, request: Request) -> JSONResponse:
+        return JSONResponse(await self.node.resources(_last_param(request.query(), "model_id")))
+
+
+def _last_param(query: list[tuple[str, str]], name: str) -> str | None:
+    """The last value of a query parameter, or None when absent."""
+    value: str | None = None
+    for key, candidate in query:
+        if key == name:
+            value = candidate
+    return value
+
 
 def _bool_param(query: list[tuple[str, str]], name: str) -> bool | None:
     """The last value of a boolean query parameter, or None when absent.
@@ -203,10 +227,7 @@ def _bool_param(query: list[tuple[str, str]], name: str) -> bool | None:
     Raises:
         BadRequest: The value is not true/false/1/0.
     """
-    value: str | None = None
-    for key, candidate in query:
-        if key == name:
-            value = candidate
+    value = _last_param(query, name)
     if value is None:
         return None
     lowered = value.lower()
@@ -234,6 +255,8 @@ ROUTER: Final[Router[Handler]] = Router(
         "/info": {"GET": InfernetApp.info},
         "/api/jobs": {"GET": InfernetApp.get_jobs, "POST": InfernetApp.create_job},
         "/api/jobs/batch": {"POST": InfernetApp.create_batch},
+        "/api/jobs/stream": {"POST": InfernetApp.stream_job},
         "/api/status": {"PUT": InfernetApp.put_status},
+        "/resources": {"GET": InfernetApp.resources},
     }
 )

@@ -1,8 +1,8 @@
-"""JSON responses, rendered in full before anything is sent."""
+"""Responses: what a handler returns, to be sent; JSON ones are rendered in full before anything is sent."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -10,9 +10,15 @@ from infernet_core.errors import InfernetError
 
 from .types import Send
 
-__all__ = ("JSONResponse", "error_body", "error_response")
+__all__ = ("JSONResponse", "Response", "error_body", "error_response")
 
 _encode = msgspec.json.Encoder().encode
+
+
+class Response(Protocol):
+    """Anything a handler may return: it sends itself (``http.response.*`` messages)."""
+
+    async def __call__(self, send: Send) -> None: ...
 
 
 class JSONResponse:

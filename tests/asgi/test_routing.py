@@ -80,5 +80,7 @@ def test_app_routes() -> None:
         "/info": ["GET"],
         "/api/jobs": ["GET", "POST"],
         "/api/jobs/batch": ["POST"],
+        "/api/jobs/stream": ["POST"],
         "/api/status": ["PUT"],
+        "/resources": ["GET"],
     }

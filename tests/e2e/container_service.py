@@ -11,7 +11,16 @@ accepts connections, and serves:
   * ``slow``    -- the same after sleeping ``--delay`` seconds;
   * ``fail500`` -- 500 ``{"error": "boom"}``;
   * ``nonjson`` -- 200 ``text/plain`` ``not json``;
-  * ``hang``    -- never answers.
+  * ``hang``    -- never answers;
+  * ``stream``  -- 200 with a chunked ``text/plain`` body sent part by part, as ``data`` says:
+    ``parts`` (the chunks, default ``["chunk-0\\n", "chunk-1\\n", "chunk-2\\n"]``), ``delay``
+    (seconds between them), ``release`` (a file path: the last part waits until that file
+    exists, at most ``RELEASE_WAIT`` seconds) and ``break_after`` (after that many parts the
+    connection is dropped, leaving the body incomplete).
+
+* ``GET /service-resources[?model_id=X]`` -- by mode as well: ``fail500`` 500, ``nonjson``
+  200 text, ``hang`` never answers, any other 200 ``{"mode", "model_id", "auth"}`` (the
+  query's ``model_id`` or null, the Authorization header or null).
 
 * ``GET /calls`` -- every ``POST /service_output`` received so far, in order, as
   ``[{"path", "headers": {lowercased name: value}, "body": <parsed JSON or raw text>}]``
@@ -25,13 +34,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-MODES = ("fast", "slow", "fail500", "nonjson", "hang")
+MODES = ("fast", "slow", "fail500", "nonjson", "hang", "stream")
+RELEASE_WAIT = 10.0
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -55,12 +67,46 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(value).encode())
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        if self.path == "/calls":
+        url = urlsplit(self.path)
+        if url.path == "/calls":
             with self.server.lock:
                 calls = list(self.server.calls)
             self._json(200, calls)
+        elif url.path == "/service-resources":
+            self._resources(parse_qs(url.query).get("model_id", [None])[-1])
         else:
             self._json(404, {"error": "not found"})
+
+    def _resources(self, model_id: str | None) -> None:
+        mode = self.server.mode
+        if mode == "hang":
+            time.sleep(3600)
+        elif mode == "fail500":
+            self._json(500, {"error": "boom"})
+        elif mode == "nonjson":
+            self._send(200, b"not json", "text/plain")
+        else:
+            self._json(200, {"mode": mode, "model_id": model_id, "auth": self.headers.get("Authorization")})
+
+    def _stream(self, data: dict[str, Any]) -> None:
+        parts: list[str] = data.get("parts", ["chunk-0\n", "chunk-1\n", "chunk-2\n"])
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for index, part in enumerate(parts):
+            if index == data.get("break_after"):
+                self.close_connection = True  # the body stays incomplete: no final chunk
+                return
+            if index:
+                time.sleep(data.get("delay", 0.0))
+            if index == len(parts) - 1 and data.get("release"):
+                deadline = time.monotonic() + RELEASE_WAIT
+                while not os.path.exists(data["release"]) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            chunk = part.encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        self.wfile.write(b"0\r\n\r\n")
 
     def do_POST(self) -> None:  # noqa: N802
         length = int(self.headers.get("Content-Length") or 0)
@@ -78,6 +124,7 @@ class Handler(BaseHTTPRequestHandler):
                     {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
                 )
         mode = self.server.mode
+        payload = body if isinstance(body, dict) else {}
         if mode == "hang":
             time.sleep(3600)
             return
@@ -87,9 +134,11 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "nonjson":
             self._send(200, b"not json", "text/plain")
             return
+        if mode == "stream":
+            self._stream(payload.get("data") or {})
+            return
         if mode == "slow":
             time.sleep(self.server.delay)
-        payload = body if isinstance(body, dict) else {}
         self._json(
             200,
             {

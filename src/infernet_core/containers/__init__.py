@@ -2,6 +2,6 @@
 
 from .base import ContainerClient
 from .http import HttpContainer
-from .local import ContainerFunction, LocalContainer, echo
+from .local import ContainerFunction, LocalContainer, Resources, echo
 
-__all__ = ("ContainerClient", "ContainerFunction", "HttpContainer", "LocalContainer", "echo")
+__all__ = ("ContainerClient", "ContainerFunction", "HttpContainer", "LocalContainer", "Resources", "echo")

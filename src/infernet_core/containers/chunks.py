@@ -1,0 +1,48 @@
+"""Streamed container output: how values become byte chunks, and collected bytes an output.
+
+A streaming container's response is raw bytes with no framing. The same two rules apply
+wherever a stream meets a JSON world: an in-process container's yielded values become
+chunks by :func:`encode_chunk`, and a stream job's collected bytes become its stored output
+(or a non-streaming call's result) by :func:`decode_output`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ..errors import ContainerFailure
+
+__all__ = ("decode_output", "encode_chunk")
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+def encode_chunk(value: Any) -> bytes:
+    """One streamed value as bytes: bytes-like values as they are, ``str`` as UTF-8, anything
+    else JSON-encoded.
+
+    Raises:
+        ContainerFailure: The value is not JSON-representable.
+    """
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode()
+    try:
+        return _encode(value)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise ContainerFailure(f"chunk is not JSON-representable: {exc}") from None
+
+
+def decode_output(body: bytes) -> Any:
+    """The output a stream's collected ``body`` stands for: its JSON value when the whole body
+    is JSON, else its text (UTF-8, invalid bytes replaced)."""
+    try:
+        return _decode(body)
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        return body.decode("utf-8", "replace")
