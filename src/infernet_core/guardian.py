@@ -128,14 +128,7 @@ class Guardian:
             raise AdmissionError("Signature expired", {"delegated_subscription": _summary(request)})
         containers = subscription.container_id.split(",")
         self._check_chain(containers, requires_proof=False)
-        owner = subscription.owner.lower()
-        for container_id in containers:
-            allowed = self._containers[container_id].allowed_delegate_addresses
-            if allowed and owner not in allowed:
-                raise AdmissionError(
-                    "Container not allowed for address",
-                    {"container": container_id, "address": subscription.owner},
-                )
+        self._check_owner(containers, subscription.owner, delegated=True)
 
     def check_subscription(self, subscription: Subscription) -> None:
         """Admit an on-chain subscription's containers and owner, or raise.
@@ -145,14 +138,15 @@ class Guardian:
         """
         containers = subscription.containers
         self._check_chain(containers, requires_proof=False)
-        owner = subscription.owner.lower()
+        self._check_owner(containers, subscription.owner, delegated=False)
+
+    def _check_owner(self, containers: list[str], owner: str, *, delegated: bool) -> None:
+        """The owner must be on each container's allow-list (delegated or on-chain)."""
         for container_id in containers:
-            allowed = self._containers[container_id].allowed_addresses
-            if allowed and owner not in allowed:
-                raise AdmissionError(
-                    "Container not allowed for address",
-                    {"container": container_id, "address": subscription.owner},
-                )
+            rules = self._containers[container_id]
+            allowed = rules.allowed_delegate_addresses if delegated else rules.allowed_addresses
+            if allowed and owner.lower() not in allowed:
+                raise AdmissionError("Container not allowed for address", {"container": container_id, "address": owner})
 
     def _check_chain(self, containers: list[str], requires_proof: bool) -> None:
         if not containers:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from infernet_core import AdmissionError
 from infernet_core.guardian import ContainerRules, Guardian, in_networks, parse_ip, parse_networks
 from infernet_core.models import DelegatedSubscriptionRequest, JobRequest, Signature, SubscriptionRequest
+from infernet_core.subscriptions import Subscription
 
 OWNER = "0xAbCdEf0123456789aBcDeF0123456789AbCdEf01"
 
@@ -471,3 +472,55 @@ def test_delegate_allow_list_is_case_insensitive_membership(allowed: list[str], 
             "Container not allowed for address",
             {"container": "a", "address": owner},
         )
+
+
+# -- on-chain subscriptions ------------------------------------------------------------------
+
+
+def onchain(container_id: str, owner: str = OWNER) -> Subscription:
+    return Subscription(
+        id=3,
+        owner=owner,
+        active_at=0,
+        period=0,
+        frequency=1,
+        redundancy=1,
+        max_gas_price=1,
+        max_gas_limit=1,
+        container_id=container_id,
+    )
+
+
+ONCHAIN_RULES = guardian(
+    ContainerRules.build("ext"),
+    ContainerRules.build("internal", external=False),
+    ContainerRules.build("owned", allowed_addresses=[OWNER.upper().replace("0X", "0x")]),
+    ContainerRules.build("delegates_only", allowed_delegate_addresses=["0x" + "99" * 20]),
+)
+
+
+@pytest.mark.parametrize(
+    ("container_id", "owner", "expected"),
+    [
+        ("ext", OWNER, None),
+        ("ext,internal", OWNER, None),
+        ("owned", OWNER.lower(), None),  # address checks ignore case
+        ("delegates_only", OWNER, None),  # delegate allow-lists do not apply on-chain
+        ("nope", OWNER, ("Container not supported", {"container": "nope"})),
+        ("", OWNER, ("Container not supported", {"container": ""})),  # a cancelled subscription
+        ("internal,ext", OWNER, ("First container must be external", {"first_container": "internal"})),
+        (
+            "ext,owned",
+            "0x" + "12" * 20,
+            ("Container not allowed for address", {"container": "owned", "address": "0x" + "12" * 20}),
+        ),
+    ],
+)
+def test_onchain_subscription_rules(container_id: str, owner: str, expected: tuple[str, Any] | None) -> None:
+    subscription = onchain(container_id, owner)
+    if expected is None:
+        ONCHAIN_RULES.check_subscription(subscription)
+        return
+    with pytest.raises(AdmissionError) as info:
+        ONCHAIN_RULES.check_subscription(subscription)
+    assert (info.value.message, info.value.params) == expected

@@ -6,12 +6,15 @@ calldata for the :class:`~infernet_core.chain.wallet.Wallet` to simulate, sign a
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from eth_abi import encode
+import anyio
+from eth_abi import decode, encode
 from eth_abi.exceptions import DecodingError
-from eth_utils import keccak, to_checksum_address
+from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
 from web3 import AsyncWeb3
 from web3.exceptions import BadFunctionCallOutput
 from web3.types import BlockIdentifier
@@ -24,7 +27,11 @@ from .rpc import reverted_from
 
 __all__ = ("ZERO_ADDRESS", "Cancelled", "ChainEvent", "Coordinator", "Created", "Fulfilled")
 
+log = logging.getLogger("infernet_core.chain")
+
 ZERO_ADDRESS: Final = "0x0000000000000000000000000000000000000000"
+_SUBSCRIPTIONS: Final = "0x" + function_signature_to_4byte_selector("subscriptions(uint32)").hex()
+_SUBSCRIPTION_TYPES: Final = ["address", "uint32", "uint32", "uint32", "uint16", "uint48", "uint32", "string", "bytes"]
 _CREATED: Final = keccak(text="SubscriptionCreated(uint32)")
 _CANCELLED: Final = keccak(text="SubscriptionCancelled(uint32)")
 _FULFILLED: Final = keccak(text="SubscriptionFulfilled(uint32,address)")
@@ -59,6 +66,26 @@ class Fulfilled:
 ChainEvent = Created | Cancelled | Fulfilled
 
 
+def _subscription(subscription_id: int, fields: Sequence[Any]) -> Subscription:
+    owner, active_at, period, frequency, redundancy, max_gas_price, max_gas_limit, container_id, inputs = fields
+    return Subscription(
+        id=subscription_id,
+        owner=to_checksum_address(owner),
+        active_at=active_at,
+        period=period,
+        frequency=frequency,
+        redundancy=redundancy,
+        max_gas_price=max_gas_price,
+        max_gas_limit=max_gas_limit,
+        container_id=container_id,
+        inputs=bytes(inputs),
+    )
+
+
+class _BatchRefused(Exception):
+    """The RPC answered a batch request with an error instead of results."""
+
+
 def _key(types: list[str], values: list[Any]) -> bytes:
     return keccak(encode(types, values))
 
@@ -75,6 +102,8 @@ class Coordinator:
         self.w3 = w3
         self.address = to_checksum_address(address)
         self._contract = w3.eth.contract(address=self.address, abi=COORDINATOR_ABI)
+        self._batching = True
+        self._limiter = anyio.CapacityLimiter(32)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -85,19 +114,48 @@ class Coordinator:
     async def subscription(self, subscription_id: int, block: BlockIdentifier = "latest") -> Subscription:
         """Subscription ``subscription_id`` (an all-zero one if it never existed or was cancelled)."""
         fields = await self._contract.functions.subscriptions(subscription_id).call(block_identifier=block)
-        owner, active_at, period, frequency, redundancy, max_gas_price, max_gas_limit, container_id, inputs = fields
-        return Subscription(
-            id=subscription_id,
-            owner=to_checksum_address(owner),
-            active_at=active_at,
-            period=period,
-            frequency=frequency,
-            redundancy=redundancy,
-            max_gas_price=max_gas_price,
-            max_gas_limit=max_gas_limit,
-            container_id=container_id,
-            inputs=bytes(inputs),
-        )
+        return _subscription(subscription_id, fields)
+
+    async def subscriptions(self, ids: Sequence[int], block: BlockIdentifier = "latest") -> list[Subscription]:
+        """Many subscriptions, in one JSON-RPC batch request (one call each, 32 at a time, if
+        the RPC does not do batches)."""
+        if self._batching:
+            try:
+                return await self._subscriptions_batch(ids, block)
+            except _BatchRefused as refusal:
+                log.info("the RPC refused a batch request (%s); reading one subscription per call", refusal)
+                self._batching = False
+        results: dict[int, Subscription] = {}
+
+        async def read(subscription_id: int) -> None:
+            async with self._limiter:
+                results[subscription_id] = await self.subscription(subscription_id, block)
+
+        async with anyio.create_task_group() as group:
+            for subscription_id in ids:
+                group.start_soon(read, subscription_id)
+        return [results[subscription_id] for subscription_id in ids]
+
+    async def _subscriptions_batch(self, ids: Sequence[int], block: BlockIdentifier) -> list[Subscription]:
+        # Straight to the provider: web3's per-call formatting and validation cost more CPU
+        # than the RPC's answer (about 4 ms a subscription, against 0.1 ms this way).
+        block_param = block if isinstance(block, str) else hex(block)
+        requests = [
+            ("eth_call", [{"to": self.address, "data": _SUBSCRIPTIONS + encode(["uint32"], [i]).hex()}, block_param])
+            for i in ids
+        ]
+        responses = await self.w3.provider.make_batch_request(requests)  # type: ignore[arg-type]
+        if not isinstance(responses, list) or len(responses) != len(ids):
+            raise _BatchRefused(str(responses)[:200])
+        errors = [r["error"] for r in responses if "result" not in r]
+        if errors:
+            raise _BatchRefused(str(errors[0])[:200])
+        # Answers may come in any order; each carries its request's position as its id.
+        ordered = sorted(responses, key=lambda response: int(response["id"]))
+        return [
+            _subscription(i, decode(_SUBSCRIPTION_TYPES, bytes.fromhex(r["result"].removeprefix("0x"))))
+            for i, r in zip(ids, ordered, strict=True)
+        ]
 
     async def redundancy_count(self, subscription_id: int, interval: int, block: BlockIdentifier = "latest") -> int:
         """How many nodes have answered this interval."""

@@ -2,7 +2,7 @@
 
 1. **Snapshot**: at ``head = latest − trail_head_blocks`` read ``id()`` (the next unused
    id) and every subscription from ``max(1, starting_sub_id)`` up to it, ``batch_size`` at a
-   time (the reads of one batch in parallel, ``sleep`` seconds between batches, so a
+   time (one JSON-RPC batch request per batch, ``sleep`` seconds between batches, so a
    rate-limited RPC is not flooded). A subscription on its last interval also gets that
    interval's answer count read, so finished ones are not picked up again.
 2. **Follow**: poll for ``SubscriptionCreated`` / ``Cancelled`` / ``Fulfilled`` logs in
@@ -109,13 +109,13 @@ class SubscriptionListener:
             if start > first:
                 await anyio.sleep(config.sleep)
             batch = range(start, min(start + config.batch_size, next_id))
-            subscriptions: dict[int, tuple[Subscription, dict[int, int]]] = {}
-            async with anyio.create_task_group() as group:
-                for subscription_id in batch:
-                    group.start_soon(self._read_one, subscription_id, head, now, subscriptions)
-            for subscription_id in batch:
-                subscription, responses = subscriptions[subscription_id]
+            subscriptions = await _read(
+                lambda batch=batch: self._coordinator.subscriptions(batch, head),
+                f"reading subscriptions {batch.start}-{batch.stop - 1}",
+            )
+            for subscription in subscriptions:
                 if subscription.exists and not subscription.is_past_last_interval(now):
+                    responses = await self._last_interval_answers(subscription, head, now)
                     tracked += self._processor.track(subscription, responses=responses)
         self.stats = SnapshotStats(
             head=head, subscriptions=max(next_id - first, 0), tracked=tracked, seconds=time.perf_counter() - started
@@ -128,14 +128,6 @@ class SubscriptionListener:
             self.stats.seconds,
         )
         return head
-
-    async def _read_one(
-        self, subscription_id: int, block: int, now: int, into: dict[int, tuple[Subscription, dict[int, int]]]
-    ) -> None:
-        subscription = await _read(
-            lambda: self._coordinator.subscription(subscription_id, block), f"reading subscription {subscription_id}"
-        )
-        into[subscription_id] = (subscription, await self._last_interval_answers(subscription, block, now))
 
     async def _last_interval_answers(self, subscription: Subscription, block: int, now: int) -> dict[int, int]:
         """``{frequency: answers}`` when the subscription is on its last interval, else ``{}``."""
