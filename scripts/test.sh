@@ -19,6 +19,8 @@ fi
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v dockerd >/dev/null || missing+=(docker.io)
+# The Docker tests build their image from Debian's static busybox (no registry is reachable).
+dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 command -v node >/dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${missing[@]}"

@@ -107,6 +107,14 @@ async def _serve(node: Node, sock: socket.socket) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infernet-node", description="Run an Infernet node.")
     parser.add_argument(
+        "command",
+        nargs="?",
+        default="serve",
+        choices=["serve", "register", "activate"],
+        help="serve (the default) runs the node; register and activate make the config's wallet"
+        " a node on the Coordinator (register, wait for the cooldown, then activate)",
+    )
+    parser.add_argument(
         "--config",
         default=os.environ.get("INFERNET_CONFIG_PATH"),
         help="path to config.json (default: $INFERNET_CONFIG_PATH, else the embedded default)",
@@ -121,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``infernet-node``; returns the process exit status."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command != "serve":
+        return _identity(args.command, args.config)
     try:
         node = build_node(args.config)
     except ConfigError as exc:
@@ -142,6 +152,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         # hypercorn wrapped the same descriptor in its own socket object and closes it.
         sock.detach()
+    return 0
+
+
+def _identity(command: str, config_path: str | None) -> int:
+    """``register`` / ``activate``: one transaction from the config's wallet; 0 if done, 1 if
+    the Coordinator refused, 2 if the config does not enable the chain."""
+    try:
+        if not config_path:
+            raise ConfigError(f"{command} needs --config (or INFERNET_CONFIG_PATH) with the chain enabled")
+        config = load_config(config_path)
+        if not config.chain.enabled:
+            raise ConfigError(f"{command} needs chain.enabled: true in {config_path}")
+        from infernet_core.chain.registration import RegistrationError, activate_node, register_node
+    except ConfigError as exc:
+        print(f"infernet-node: {exc.message}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        print(f"infernet-node: the chain extra is missing ({exc.name}): pip install 'infernet-core[chain]'")
+        return 2
+    action = register_node if command == "register" else activate_node
+    try:
+        print(asyncio.run(action(config)))
+    except RegistrationError as exc:
+        print(f"infernet-node: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # RPC down, transaction failed: one line, not a traceback
+        print(f"infernet-node: {command} failed: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -44,6 +44,7 @@ from .node import BatchEntry, Node  # noqa: E402
 from .parsing import parse_batch, parse_compute_request, parse_status_update  # noqa: E402
 from .store import ResultStore  # noqa: E402
 from .stores import MemoryResultStore  # noqa: E402
+from .streaming import JobStream  # noqa: E402
 
 __all__ = (
     "AdmissionError",
@@ -66,6 +67,7 @@ __all__ = (
     "JobRequest",
     "JobResult",
     "JobState",
+    "JobStream",
     "LocalContainer",
     "MemoryResultStore",
     "Node",

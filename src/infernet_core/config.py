@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -39,6 +40,9 @@ __all__ = (
 )
 
 log = logging.getLogger(__name__)
+
+_PRIVATE_KEY: Final = re.compile(r"0x[0-9a-fA-F]{64}")
+_ADDRESS: Final = re.compile(r"0x[0-9a-fA-F]{40}")
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
@@ -77,6 +81,9 @@ class ContainerConfig(_Config):
     env: dict[str, str] = {}
     volumes: list[str] = []
     gpu: bool = False
+    network_mode: str = ""
+    """Managed containers: Docker's network mode (``"host"``: share the host's network, no
+    port publishing); empty for the default bridge, with ``port`` published to 3000 inside."""
     accepted_payments: dict[str, int] = {}
     timeout: PositiveFloat = 180.0
     """Seconds one call to this container may take, connection and response included."""
@@ -162,6 +169,12 @@ class ChainConfig(_Config):
             raise ValueError("coordinator_address is required when the chain is enabled")
         if self.wallet is None or not self.wallet.private_key:
             raise ValueError("wallet.private_key is required when the chain is enabled")
+        if not _PRIVATE_KEY.fullmatch(self.wallet.private_key):
+            raise ValueError("wallet.private_key must be 0x and 64 hex digits")
+        for name in ("coordinator_address", "registry_address"):
+            address = getattr(self, name)
+            if address and not _ADDRESS.fullmatch(address):
+                raise ValueError(f"{name} must be 0x and 40 hex digits, got {address!r}")
 
 
 class DockerConfig(_Config):
@@ -221,6 +234,8 @@ class NodeConfig(_Config):
     manage_containers: bool = True
     startup_wait: Annotated[float, msgspec.Meta(ge=0)] = 5.0
     docker: DockerConfig | None = None
+    remove_containers_on_stop: bool = False
+    """Managed containers: remove (not just stop) the containers this node started when it stops."""
     redis: RedisConfig | None = None
     forward_stats: bool = True
     log: LogConfig | None = None
@@ -231,6 +246,10 @@ class NodeConfig(_Config):
     """Run a job again when its node died before finishing it (else it is failed)."""
     shutdown_grace: Annotated[float, msgspec.Meta(ge=0)] = 5.0
     """Seconds a stopping node waits for running jobs before failing them."""
+    stream_timeout: PositiveFloat = 60.0
+    """Seconds a stream job (``POST /api/jobs/stream``) may take, reading included."""
+    resources_timeout: PositiveFloat = 5.0
+    """Seconds each container has to answer ``GET /resources``'s question."""
 
     def __post_init__(self) -> None:
         seen: set[str] = set()

@@ -15,7 +15,9 @@ match on message text::
      ├── InvalidTransition      job.invalid_transition   409  (job state machine)
      ├── NodeNotRunning         node.not_running         503
      ├── StoreUnavailable       store.unavailable        503  (result store down)
-     └── ContainerFailure       container.failed         (inside the pipeline only)
+     ├── ChainUnavailable       chain.unavailable        503  (RPC unreachable)
+     ├── ContainerFailure       container.failed         (inside the pipeline only)
+     └── ContainerStartError    container.start_failed   (startup: managed containers)
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from typing import Any, ClassVar
 __all__ = (
     "AdmissionError",
     "BadRequest",
+    "ChainUnavailable",
     "ConfigError",
     "ContainerFailure",
+    "ContainerStartError",
     "Forbidden",
     "InfernetError",
     "InvalidTransition",
@@ -119,8 +123,22 @@ class StoreUnavailable(InfernetError):
     status_hint = 503
 
 
+class ChainUnavailable(InfernetError):
+    """The chain's RPC cannot be reached (or keeps failing); the request may be retried."""
+
+    code = "chain.unavailable"
+    status_hint = 503
+
+
 class ContainerFailure(InfernetError):
     """A container call failed; the message says why (status, timeout, bad JSON, ...)."""
 
     code = "container.failed"
     status_hint = 502
+
+
+class ContainerStartError(InfernetError):
+    """Managed containers could not be started: the Docker engine is unreachable, images are
+    missing, or a container does not answer HTTP in time; the message names them."""
+
+    code = "container.start_failed"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 import httpx
@@ -18,24 +19,32 @@ from . import __version__
 from .backends import build_backend
 from .config import NodeConfig
 from .containers.base import ContainerClient
+from .containers.docker import DockerManager
 from .containers.http import HttpContainer
-from .containers.local import ContainerFunction, LocalContainer
+from .containers.local import ContainerFunction, LocalContainer, Resources
 from .dispatch import AfterRun, Dispatcher, LocalDispatcher
-from .errors import ConfigError, InfernetError, InvalidTransition, NodeNotRunning, StoreUnavailable
+from .errors import BadRequest, ConfigError, InfernetError, InvalidTransition, NodeNotRunning, StoreUnavailable
 from .guardian import ContainerRules, Guardian
 from .jobs import Job, JobAborted, StatusReported, apply, new_job
 from .models import (
     ChainInfo,
     DelegatedSubscriptionRequest,
+    Destination,
     JobRequest,
     JobResult,
     NodeInfo,
     PendingCounts,
+    Source,
     StatusUpdate,
 )
 from .parsing import ComputeRequest
 from .pipeline import run_pipeline
+from .resources import collect_resources
 from .store import ResultStore
+from .streaming import STREAM_ONLY_OFFCHAIN, JobStream
+
+if TYPE_CHECKING:
+    from .chain import ChainRuntime
 
 __all__ = ("STOPPED_REASON", "BatchEntry", "Node")
 
@@ -92,8 +101,10 @@ class Node:
         for client in containers:
             self.add_container(client)
         self._clients: dict[str, ContainerClient] = {}
+        self._docker: DockerManager | None = None
         self._guardian = Guardian({})
         self._http: httpx.AsyncClient | None = None
+        self._chain: ChainRuntime | None = None
         self._accepting = False
         self._running_jobs = 0
         self._idle = anyio.Event()
@@ -115,30 +126,44 @@ class Node:
         self._extra[container_id] = client
 
     def container(
-        self, id: str, *, external: bool = True, description: str = "", timeout: float = 180.0
+        self,
+        id: str,
+        *,
+        external: bool = True,
+        description: str = "",
+        timeout: float = 180.0,
+        resources: Resources | None = None,
     ) -> Callable[[ContainerFunction], ContainerFunction]:
         """Decorator: register a Python function as an in-process container.
 
         The function takes a :class:`~infernet_core.models.ContainerInput` and returns the
-        output; see :class:`~infernet_core.containers.LocalContainer`.
+        output (an async generator function streams it); see
+        :class:`~infernet_core.containers.LocalContainer`, which also says what
+        ``resources`` may be.
         """
 
         def register(function: ContainerFunction) -> ContainerFunction:
             self.add_container(
-                LocalContainer(id, function, external=external, description=description, timeout=timeout)
+                LocalContainer(
+                    id, function, external=external, description=description, timeout=timeout, resources=resources
+                )
             )
             return function
 
         return register
 
     async def __aenter__(self) -> Self:
-        self._check_supported()
+        managed = self.config.manage_containers and bool(self.config.containers)
+        docker = DockerManager.from_config(self.config) if managed else None
         await self.store.open()
         self._http = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
             trust_env=False,
         )
         clients: dict[str, ContainerClient] = {c.id: HttpContainer(c, self._http) for c in self.config.containers}
+        if docker is not None:
+            clients = {cid: docker.wrap(client) for cid, client in clients.items()}
+        self._docker = docker
         clients.update(self._extra)
         rules = {
             info.id: ContainerRules.build(info.id, external=info.external)
@@ -155,12 +180,19 @@ class Node:
             )
         self._clients = clients
         self._guardian = Guardian(rules)
+        self._chain = self._chain_runtime()
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         try:
+            if docker is not None:
+                # Containers answer before any job (an interrupted one included) runs.
+                await docker.start()
+                self._task_group.start_soon(docker.monitor)
             for job, request in await self.store.interrupted():
                 self._spawn(job, request, True, None)
             await self.dispatcher.start(self._task_group, self._spawn)
+            if self._chain is not None:
+                await self._chain.start(self._task_group)
         except BaseException:
             # Start-up failed half-way: release what was opened, as a stop would.
             await self.__aexit__(None, None, None)
@@ -183,21 +215,34 @@ class Node:
             return None
         finally:
             with anyio.CancelScope(shield=True):
+                if self._docker is not None:
+                    await self._docker.stop()
+                    self._docker = None
                 if self._http is not None:
                     await self._http.aclose()
                     self._http = None
+                if self._chain is not None:
+                    await self._chain.aclose()
                 await self.dispatcher.aclose()
                 await self.store.aclose()
             log.info("node stopped")
 
-    def _check_supported(self) -> None:
-        if self.config.chain.enabled:
-            raise ConfigError("config: chain.enabled is true, but this node does not support the chain yet")
-        if self.config.manage_containers and self.config.containers:
+    def _chain_runtime(self) -> ChainRuntime | None:
+        if not self.config.chain.enabled:
+            return None
+        try:
+            from .chain import ChainRuntime  # web3 is imported only by nodes that use the chain
+        except ImportError as exc:
             raise ConfigError(
-                "config: manage_containers is true, but this node does not manage Docker containers yet;"
-                ' set "manage_containers": false and give each container a url or port'
-            )
+                f"config: chain.enabled is true, but the chain extra is missing ({exc.name}):"
+                " pip install 'infernet-core[chain]'"
+            ) from None
+        return ChainRuntime(self.config, self._guardian, self._run_onchain)
+
+    @property
+    def chain(self) -> ChainRuntime | None:
+        """The chain side (wallet, processor, listener) while running with the chain enabled."""
+        return self._chain
 
     # -- jobs ----------------------------------------------------------------------------
 
@@ -217,8 +262,13 @@ class Node:
         """
         self._require_running()
         if isinstance(request, DelegatedSubscriptionRequest):
-            self._guardian.check_delegated(request, chain_enabled=self.config.chain.enabled, now=time.time())
-            return None  # pragma: no cover - unreachable until the chain is supported
+            chain = self._chain
+            # Expiry is judged by chain time, as the Coordinator will judge it.
+            now = await chain.chain_time() if chain is not None else time.time()
+            self._guardian.check_delegated(request, chain_enabled=chain is not None, now=now)
+            assert chain is not None  # the guardian refuses delegated requests without a chain
+            await chain.admit_delegated(request)
+            return None
         self._guardian.check_job(request, client)
         job = new_job(str(uuid.uuid4()), client, request.containers, created_at=time.time())
         await self.store.put(job, request)
@@ -255,6 +305,61 @@ class Node:
                 entries.append(exc)
         return entries
 
+    async def stream(self, request: ComputeRequest, client: str) -> JobStream:
+        """Admit and start a stream job: its first container's response, chunk by chunk.
+
+        Only ``request.containers[0]`` runs (destination STREAM; the guardian still checks
+        them all). The job is stored as running before this returns, and again when it ends:
+        with the collected output decoded, or failed if the container fails, the stream
+        takes over ``config.stream_timeout`` seconds, or the reader leaves early::
+
+            async with await node.stream(request, client) as stream:
+                async for chunk in stream:
+                    ...
+
+        Raises:
+            BadRequest: ``request`` is a delegated subscription (only jobs stream).
+            AdmissionError: The guardian refused the request.
+            NodeNotRunning: The node is not started or is stopping.
+        """
+        self._require_running()
+        if not isinstance(request, JobRequest):
+            raise BadRequest(STREAM_ONLY_OFFCHAIN)
+        self._guardian.check_job(request, client)
+        container = self._clients[request.containers[0]]
+        job = new_job(str(uuid.uuid4()), client, [container.info.id], created_at=time.time())
+        await self.store.put(job)
+        stream = JobStream(job)
+        self._start_job(
+            functools.partial(
+                stream.pump,
+                container,
+                request.data,
+                timeout=self.config.stream_timeout,
+                store=self._store_result,
+                stopped_reason=STOPPED_REASON,
+            )
+        )
+        return stream
+
+    async def resources(self, model_id: str | None = None) -> dict[str, Any]:
+        """Every container's resources (``GET /service-resources``), asked in parallel.
+
+        Containers that fail, or do not answer within ``config.resources_timeout`` seconds,
+        are left out; so are in-process containers that offer none.
+
+        Args:
+            model_id: Passed on to each container, to ask about that model only.
+
+        Returns:
+            Container id to what the container reported.
+
+        Raises:
+            NodeNotRunning: The node is not started or is stopping.
+        """
+        self._require_running()
+        return await collect_resources(self._clients.values(), model_id, timeout=self.config.resources_timeout)
+
     async def results(self, client: str, ids: Sequence[str], *, intermediate: bool = False) -> list[JobResult]:
         """The results of ``client``'s jobs among ``ids``, in the order asked (unknown ids skipped)."""
         jobs = await self.store.get(client, ids)
@@ -282,12 +387,17 @@ class Node:
             raise InvalidTransition("Job has already finished", {"id": update.id})
 
     async def info(self) -> NodeInfo:
-        """What ``GET /info`` shows: version, containers, pending counts, chain state."""
+        """What ``GET /info`` shows: version, containers (managed ones only while they run),
+        pending counts, chain state."""
+        down = self._docker.down_ids() if self._docker is not None else frozenset()
         return NodeInfo(
             version=__version__,
-            containers=[client.info for client in self._clients.values()],
-            pending=PendingCounts(offchain=await self.store.pending_count(), onchain=0),
-            chain=ChainInfo(enabled=False, address=""),
+            containers=[client.info for cid, client in self._clients.items() if cid not in down],
+            pending=PendingCounts(
+                offchain=await self.store.pending_count(),
+                onchain=self._chain.pending_count if self._chain is not None else 0,
+            ),
+            chain=ChainInfo(enabled=self._chain is not None, address=self._chain.address if self._chain else ""),
         )
 
     # -- internals -------------------------------------------------------------------------
@@ -298,13 +408,26 @@ class Node:
         return self._task_group
 
     def _spawn(self, job: Job, request: JobRequest | None, interrupted: bool, after: AfterRun | None) -> None:
+        self._start_job(functools.partial(self._execute, job, request, interrupted, after))
+
+    def _start_job(self, run: Callable[[], Awaitable[None]]) -> None:
+        """Run ``run()`` in the task group, counted as a running job (for a stopping node's
+        grace) until it returns."""
         # Counted here, not in the task, so a stopping node waits for jobs not yet started.
         if self._task_group is None:
             raise NodeNotRunning("Node is not running")
         if self._running_jobs == 0:
             self._idle = anyio.Event()
         self._running_jobs += 1
-        self._task_group.start_soon(self._execute, job, request, interrupted, after)
+        self._task_group.start_soon(self._counted, run)
+
+    async def _counted(self, run: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await run()
+        finally:
+            self._running_jobs -= 1
+            if self._running_jobs == 0:
+                self._idle.set()
 
     async def _execute(self, job: Job, request: JobRequest | None, interrupted: bool, after: AfterRun | None) -> None:
         """Run one job to a terminal state and store it; never raises (but for cancellation).
@@ -312,21 +435,16 @@ class Node:
         An interrupted job (its node died mid-run) is failed, or run again when the config
         says ``rerun_interrupted`` and its request survived.
         """
-        try:
-            if request is None or (interrupted and not self.config.rerun_interrupted):
-                job = apply(job, JobAborted(container="", reason=STOPPED_REASON), now=time.time())
-            else:
-                job = await self._run_pipeline(job, request)
-            await self._store_result(job)
-            if after is not None:
-                try:
-                    await after()
-                except Exception:
-                    log.exception("could not acknowledge job %s", job.id)
-        finally:
-            self._running_jobs -= 1
-            if self._running_jobs == 0:
-                self._idle.set()
+        if request is None or (interrupted and not self.config.rerun_interrupted):
+            job = apply(job, JobAborted(container="", reason=STOPPED_REASON), now=time.time())
+        else:
+            job = await self._run_pipeline(job, request)
+        await self._store_result(job)
+        if after is not None:
+            try:
+                await after()
+            except Exception:
+                log.exception("could not acknowledge job %s", job.id)
 
     async def _run_pipeline(self, job: Job, request: JobRequest) -> Job:
         try:
@@ -343,6 +461,15 @@ class Node:
             log.exception("job %s crashed", job.id)
             reason = f"internal error: {type(exc).__name__}: {exc}"
             return apply(job, JobAborted(container="", reason=reason), now=time.time())
+
+    async def _run_onchain(self, containers: Sequence[str], data: Any, source: Source) -> Job:
+        """Run a subscription's containers (not stored: the result goes on-chain)."""
+        job = new_job(str(uuid.uuid4()), "onchain", list(containers), created_at=time.time())
+        try:
+            return await run_pipeline(job, self._clients, data, source=source, destination=Destination.ONCHAIN)
+        except Exception as exc:
+            log.exception("on-chain job %s crashed", job.id)
+            return apply(job, JobAborted(container="", reason=f"internal error: {exc}"), now=time.time())
 
     async def _store_result(self, job: Job, patience: float | None = None) -> None:
         """Store a finished job, retrying while the store is unavailable (up to ``patience``

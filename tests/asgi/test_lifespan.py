@@ -10,7 +10,6 @@ import pytest
 
 from infernet_asgi import InfernetApp
 from infernet_core import ContainerConfig, Node, NodeConfig
-from infernet_core.config import ChainConfig, WalletConfig
 
 pytestmark = pytest.mark.anyio
 
@@ -68,19 +67,8 @@ async def test_startup_and_shutdown_complete(kit: Any) -> None:
     ("config", "words"),
     [
         (
-            NodeConfig(manage_containers=True, containers=[ContainerConfig(id="x", image="y")]),
-            "manage_containers is true",
-        ),
-        (
-            NodeConfig(
-                chain=ChainConfig(
-                    enabled=True,
-                    rpc_url="http://127.0.0.1:9",
-                    coordinator_address="0x0000000000000000000000000000000000000001",
-                    wallet=WalletConfig(private_key="0x01"),
-                )
-            ),
-            "chain.enabled is true",
+            NodeConfig(manage_containers=True, containers=[ContainerConfig(id="x")]),
+            "manage_containers is true, but these containers have no image: x",
         ),
     ],
 )
@@ -124,8 +112,8 @@ async def test_lifespan_context_starts_and_stops_the_node(kit: Any) -> None:
 async def test_lifespan_context_raises_config_errors() -> None:
     from infernet_core import ConfigError
 
-    app = InfernetApp(Node(NodeConfig(manage_containers=True, containers=[ContainerConfig(id="x", image="y")])))
-    with pytest.raises(ConfigError, match="manage_containers is true"):
+    app = InfernetApp(Node(NodeConfig(manage_containers=True, containers=[ContainerConfig(id="x")])))
+    with pytest.raises(ConfigError, match="have no image"):
         async with app.lifespan():
             pass  # pragma: no cover
     assert not app.node.running

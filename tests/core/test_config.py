@@ -236,6 +236,19 @@ def test_chain_enabled_needs_private_key_in_wallet() -> None:
     assert config_error({"chain": chain}) == "config: wallet.private_key is required when the chain is enabled at chain"
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"wallet": {"private_key": "0x02"}}, "wallet.private_key must be 0x and 64 hex digits"),
+        ({"wallet": {"private_key": "ab" * 32}}, "wallet.private_key must be 0x and 64 hex digits"),
+        ({"coordinator_address": "0x1"}, "coordinator_address must be 0x and 40 hex digits, got '0x1'"),
+        ({"registry_address": "0x" + "g" * 40}, "registry_address must be 0x and 40 hex digits"),
+    ],
+)
+def test_chain_enabled_checks_key_and_address_shapes(override: dict[str, Any], message: str) -> None:
+    assert config_error({"chain": {**CHAIN_OK, **override}}).startswith(f"config: {message}")
+
+
 def test_chain_disabled_needs_nothing() -> None:
     assert parse_config({"chain": {"enabled": False}}).chain.rpc_url == ""
 

@@ -26,7 +26,6 @@ from infernet_core import (
     NodeNotRunning,
     echo,
 )
-from infernet_core.config import ChainConfig, WalletConfig
 from infernet_core.jobs import Job, JobState, new_job
 from infernet_core.models import (
     ChainInfo,
@@ -627,9 +626,9 @@ async def test_config_containers_get_guardian_rules() -> None:
         assert info.value.message == "First container must be external"
 
 
-async def test_config_error_when_managing_containers() -> None:
-    node = Node(NodeConfig(containers=[ContainerConfig(id="a", image="img")]))
-    with pytest.raises(ConfigError, match="manage_containers"):
+async def test_config_error_when_managing_containers_without_an_image() -> None:
+    node = Node(NodeConfig(containers=[ContainerConfig(id="a")]))
+    with pytest.raises(ConfigError, match="^config: manage_containers is true, but these containers have no image: a$"):
         async with node:
             pytest.fail("must not start")  # pragma: no cover
     assert node.running is False
@@ -638,23 +637,6 @@ async def test_config_error_when_managing_containers() -> None:
 async def test_manage_containers_without_containers_is_fine() -> None:
     async with Node(NodeConfig(manage_containers=True)) as node:
         assert node.running is True
-
-
-async def test_config_error_when_chain_enabled() -> None:
-    config = NodeConfig(
-        manage_containers=False,
-        chain=ChainConfig(
-            enabled=True,
-            rpc_url="http://127.0.0.1:8545",
-            coordinator_address="0x1",
-            wallet=WalletConfig(private_key="0x2"),
-        ),
-    )
-    node = Node(config)
-    with pytest.raises(ConfigError, match="chain"):
-        async with node:
-            pytest.fail("must not start")  # pragma: no cover
-    assert node.running is False
 
 
 async def test_add_container_rules() -> None:

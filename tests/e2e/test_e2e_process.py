@@ -175,13 +175,15 @@ def test_unreadable_or_invalid_config_file(tmp_path: Path, content: str | None, 
     assert line.startswith("infernet-node: config: ") and expected in line
 
 
-def test_managed_containers_are_refused_at_start(tmp_path: Path) -> None:
+def test_managed_containers_without_a_docker_engine_fail_start(tmp_path: Path) -> None:
     config = {"containers": [{"id": "a", "image": "example/a:latest", "port": 3000}]}
     path = write_config(tmp_path, config)
-    result = run_cli("--config", str(path), "--host", "127.0.0.1", "--port", str(free_port()))
+    docker_host = f"unix://{tmp_path / 'no-docker.sock'}"
+    env = {**subprocess_env(), "DOCKER_HOST": docker_host}
+    result = run_cli("--config", str(path), "--host", "127.0.0.1", "--port", str(free_port()), env=env)
     assert result.returncode == 2
     last = stderr_lines(result)[-1]
-    assert last.startswith("infernet-node: config: manage_containers is true")
+    assert last.startswith(f"infernet-node: Cannot reach the Docker engine at {docker_host}: ")
     assert "Traceback" not in result.stderr
 
 
