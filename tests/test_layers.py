@@ -10,7 +10,18 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-PURE_MODULES = ("models", "config", "errors", "jobs", "guardian", "parsing", "store")
+PURE_MODULES = (
+    "models",
+    "config",
+    "errors",
+    "jobs",
+    "guardian",
+    "parsing",
+    "store",
+    "subscriptions",
+    "eip712",
+    "delivery",
+)
 IO_LIBRARIES = {"anyio", "httpx", "docker", "redis", "web3", "hypercorn", "sqlite3", "socket", "asyncio"}
 
 

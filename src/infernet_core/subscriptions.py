@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import msgspec
 
+from .models import SubscriptionRequest
+
 __all__ = ("Subscription", "subscription_interval")
 
 
@@ -46,6 +48,24 @@ class Subscription(msgspec.Struct, frozen=True, kw_only=True):
     container_id: str
     inputs: bytes = b""
     id: int = 0
+
+    @classmethod
+    def from_request(cls, fields: SubscriptionRequest) -> Subscription:
+        """The subscription a REST delegated request describes (``owner`` as given).
+
+        The signed ``inputs`` are the UTF-8 bytes of the REST string, not its hex decoding.
+        """
+        return cls(
+            owner=fields.owner,
+            active_at=fields.active_at,
+            period=fields.period,
+            frequency=fields.frequency,
+            redundancy=fields.redundancy,
+            max_gas_price=fields.max_gas_price,
+            max_gas_limit=fields.max_gas_limit,
+            container_id=fields.container_id,
+            inputs=fields.inputs.encode(),
+        )
 
     @property
     def containers(self) -> list[str]:

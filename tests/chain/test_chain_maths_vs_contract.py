@@ -177,17 +177,7 @@ def test_delegated_request_body_is_what_the_node_verifies(contracts_once: Deploy
     body = delegated_request_body(fields, 5, FAR_EXPIRY, vrs, {"x": 1})
     request = msgspec.json.decode(json.dumps(body), type=DelegatedSubscriptionRequest)
     rest = request.subscription
-    sub = Subscription(
-        owner=rest.owner,
-        active_at=rest.active_at,
-        period=rest.period,
-        frequency=rest.frequency,
-        redundancy=rest.redundancy,
-        max_gas_price=rest.max_gas_price,
-        max_gas_limit=rest.max_gas_limit,
-        container_id=rest.container_id,
-        inputs=rest.inputs.encode(),
-    )
+    sub = Subscription.from_request(rest)
     sig = request.signature
     assert (sig.nonce, sig.expiry, (sig.v, sig.r, sig.s), request.data) == (5, FAR_EXPIRY, vrs, {"x": 1})
     digest = delegate_digest(sub, sig.nonce, sig.expiry, 31337, d.coordinator.address)

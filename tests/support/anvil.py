@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import urllib.request
+from functools import partial
 from pathlib import Path
 
-from support.processes import stop_process
+from support.processes import stop_process, wait_ready
 from support.redis_server import free_port
 
 __all__ = ("ANVIL_BINARY", "anvil_available", "start_anvil", "stop_anvil")
@@ -68,11 +68,8 @@ def start_anvil(workdir: str | Path) -> tuple[subprocess.Popen[bytes], int, str]
                 stderr=subprocess.STDOUT,
                 cwd=work,
             )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline and proc.poll() is None:
-            if _answers(rpc_url):
-                return proc, port, rpc_url
-            time.sleep(0.05)
+        if wait_ready(proc, partial(_answers, rpc_url), START_TIMEOUT, 0.05):
+            return proc, port, rpc_url
         stop_anvil(proc)
         last_log = log_path.read_text(errors="replace")[-2000:]
     raise RuntimeError(f"anvil did not start:\n{last_log}")

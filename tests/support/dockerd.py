@@ -20,12 +20,13 @@ import struct
 import subprocess
 import tarfile
 import tempfile
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from support.processes import wait_ready
 
 __all__ = ("BUSYBOX", "DockerEngine", "DockerdUnavailable", "busybox_rootfs", "start_dockerd", "stop_dockerd")
 
@@ -99,11 +100,8 @@ def start_dockerd() -> DockerEngine:
             start_new_session=True,
         )
     engine = DockerEngine(proc, root, f"unix://{socket_path}")
-    deadline = time.monotonic() + START_TIMEOUT
-    while proc.poll() is None and time.monotonic() < deadline:
-        if socket_path.exists() and _answers(socket_path):
-            return engine
-        time.sleep(0.1)
+    if wait_ready(proc, lambda: socket_path.exists() and _answers(socket_path), START_TIMEOUT, 0.1):
+        return engine
     tail = " | ".join(engine.log.strip().splitlines()[-5:])
     stop_dockerd(engine)
     raise DockerdUnavailable(f"dockerd did not start (exit status {proc.returncode}): {tail}")

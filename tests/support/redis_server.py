@@ -11,10 +11,10 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
+from functools import partial
 from pathlib import Path
 
-from support.processes import stop_process
+from support.processes import stop_process, wait_ready
 
 __all__ = ("free_port", "redis_available", "start_redis", "stop_redis")
 
@@ -87,11 +87,8 @@ def start_redis(tmp_dir: str | Path, port: int | None = None) -> tuple[subproces
                 stderr=subprocess.STDOUT,
                 cwd=tmp,
             )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline and proc.poll() is None:
-            if _pings(chosen):
-                return proc, chosen
-            time.sleep(0.02)
+        if wait_ready(proc, partial(_pings, chosen), START_TIMEOUT, 0.02):
+            return proc, chosen
         stop_redis(proc)
         last_log = log_path.read_text(errors="replace")[-2000:]
     raise RuntimeError(f"redis-server did not start:\n{last_log}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import msgspec
 from anyio.abc import TaskGroup
 from eth_utils import is_address, to_checksum_address
 
@@ -123,18 +124,8 @@ class ChainRuntime:
 
 
 def _subscription_of(request: DelegatedSubscriptionRequest) -> Subscription:
-    fields = request.subscription
-    if not is_address(fields.owner):
-        raise AdmissionError("Invalid owner address", {"owner": fields.owner})
-    return Subscription(
-        owner=to_checksum_address(fields.owner),
-        active_at=fields.active_at,
-        period=fields.period,
-        frequency=fields.frequency,
-        redundancy=fields.redundancy,
-        max_gas_price=fields.max_gas_price,
-        max_gas_limit=fields.max_gas_limit,
-        container_id=fields.container_id,
-        # The signed bytes are the UTF-8 of the REST string, not its hex decoding.
-        inputs=fields.inputs.encode(),
-    )
+    owner = request.subscription.owner
+    if not is_address(owner):
+        raise AdmissionError("Invalid owner address", {"owner": owner})
+    subscription = Subscription.from_request(request.subscription)
+    return msgspec.structs.replace(subscription, owner=to_checksum_address(owner))
