@@ -60,8 +60,9 @@ STOPPED_REASON = "node stopped before the job finished"
 class Node:
     """An Infernet node: admits jobs, runs them through containers, keeps their results.
 
-    Use it as an async context manager; it owns the task group its jobs run in, and the
-    pooled HTTP client its containers share::
+    Use it as an async context manager; it owns the task group its jobs run in, the pooled
+    HTTP client its containers share, the Docker containers it manages
+    (``manage_containers``) and, with ``chain.enabled``, its chain side (:attr:`chain`)::
 
         node = Node(config)
 
