@@ -7,7 +7,8 @@ current interval. A slot -- one subscription's one interval -- is started when:
 * the subscription is active and not past its last interval (a subscription past its last
   interval is dropped: nothing is ever delivered after it);
 * no run of that slot is in flight, and fewer than ``max_attempts`` runs of it failed
-  (a container error, a failed transaction, an unexpected revert each count one);
+  (a container error, a failed transaction, an unexpected revert each count one; an RPC
+  that keeps failing counts none: the slot just waits for a later sweep);
 * the interval is not complete (``redundancy`` answers) and this node has not answered it --
   both checked on-chain too (``redundancyCount``, ``nodeResponded``), so a restarted node
   does not answer again and no container runs for an interval others have filled.
@@ -27,7 +28,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -45,6 +47,8 @@ from .wallet import GasPriceTooHigh, Wallet
 __all__ = ("DelegatedEntry", "RunContainers", "SubscriptionProcessor")
 
 log = logging.getLogger("infernet_core.chain.processor")
+
+T = TypeVar("T")
 
 RunContainers = Callable[[Sequence[str], Any, Source], Awaitable[Job]]
 """Runs containers (ids, first input, its source) with destination on-chain; returns the job."""
@@ -197,7 +201,7 @@ class SubscriptionProcessor:
             slot = (subscription.id, interval)
             if self._ready(slot) and not self._complete(subscription, interval):
                 self._in_flight.add(slot)
-                task_group.start_soon(self._serve, subscription, interval, now)
+                task_group.start_soon(self._run_slot, slot, partial(self._serve, subscription, interval, now))
         for key, entry in list(self.delegated.items()):
             subscription = entry.subscription
             if not subscription.is_active(now):
@@ -209,7 +213,7 @@ class SubscriptionProcessor:
             slot = (key, interval)
             if self._ready(slot):
                 self._in_flight.add(slot)
-                task_group.start_soon(self._serve_delegated, key, entry, interval)
+                task_group.start_soon(self._run_slot, slot, partial(self._serve_delegated, key, entry, interval))
 
     def _ready(self, slot: SlotKey) -> bool:
         return (
@@ -223,66 +227,79 @@ class SubscriptionProcessor:
 
     # -- one slot ------------------------------------------------------------------------
 
-    async def _serve(self, subscription: Subscription, interval: int, now: int) -> None:
-        slot = (subscription.id, interval)
+    async def _run_slot(self, slot: SlotKey, serve: Callable[[], Awaitable[None]]) -> None:
+        """Run one slot's task; whatever it raises is logged, and never ends the processor."""
         try:
-            if await self._coordinator.node_responded(subscription.id, interval, self._wallet.address):
-                self._answered.add(slot)
-                return
-            count = await self._coordinator.redundancy_count(subscription.id, interval)
-            if count >= subscription.redundancy:
-                self._responses[slot] = count
-                return
-            if await self._priced_out(subscription):
-                return
-            inputs = subscription.inputs or await self._coordinator.container_inputs(
-                subscription, interval, now, self._wallet.address
-            )
-            output = await self._containers(slot, subscription, container_input(inputs), Source.ONCHAIN)
-            if output is None:
-                return
-            calldata = self._coordinator.deliver_compute(subscription.id, interval, delivery_payload(output))
-            if await self._deliver(slot, subscription, calldata):
-                self._answered.add(slot)
-                log.info("delivered subscription %d interval %d", subscription.id, interval)
+            await serve()
+        except Reverted as revert:
+            self._failed(slot, f"unexpected revert: {revert.name}")
+        except ChainError as exc:
+            # The RPC kept failing: not the slot's fault, so no failure is counted; the next
+            # sweep tries again.
+            log.warning("subscription %s interval %d waits for the RPC: %s", *slot, exc)
         except Exception as exc:
             self._failed(slot, f"unexpected error: {type(exc).__name__}: {exc}")
         finally:
             self._in_flight.discard(slot)
+
+    async def _serve(self, subscription: Subscription, interval: int, now: int) -> None:
+        slot = (subscription.id, interval)
+        node = self._wallet.address
+        coordinator = self._coordinator
+        if await _read(lambda: coordinator.node_responded(subscription.id, interval, node), "reading nodeResponded"):
+            self._answered.add(slot)
+            return
+        count = await _read(lambda: coordinator.redundancy_count(subscription.id, interval), "reading redundancyCount")
+        if count >= subscription.redundancy:
+            self._responses[slot] = count
+            return
+        if await self._priced_out(subscription):
+            return
+        inputs = subscription.inputs or await _read(
+            lambda: coordinator.container_inputs(subscription, interval, now, node), "reading getContainerInputs"
+        )
+        output = await self._containers(slot, subscription, container_input(inputs), Source.ONCHAIN)
+        if output is None:
+            return
+        calldata = coordinator.deliver_compute(subscription.id, interval, delivery_payload(output))
+        if await self._deliver(slot, subscription, calldata):
+            self._answered.add(slot)
+            log.info("delivered subscription %d interval %d", subscription.id, interval)
 
     async def _serve_delegated(self, key: tuple[str, int], entry: DelegatedEntry, interval: int) -> None:
         slot = (key, interval)
         subscription = entry.subscription
-        try:
-            existing = await self._coordinator.delegate_created_id(*key)
-            if existing:
-                # Created already (by us or another node): from now on it is an ordinary one.
-                self.delegated.pop(key, None)
-                self.track(await self._coordinator.subscription(existing))
-                return
-            if await self._priced_out(subscription):
-                return
-            output = await self._containers(slot, subscription, entry.data, Source.OFFCHAIN)
-            if output is None:
-                return
-            calldata = self._coordinator.deliver_compute_delegatee(
-                subscription, entry.signature, interval, delivery_payload(output)
-            )
-            if await self._deliver(slot, subscription, calldata):
-                self.delegated.pop(key, None)
-                created = await self._coordinator.delegate_created_id(*key)
-                self._answered.add((created, interval))
-                log.info("delivered delegated subscription %s nonce %d as id %d", key[0], key[1], created)
-                self.track(await self._coordinator.subscription(created))
-        except Exception as exc:
-            self._failed(slot, f"unexpected error: {type(exc).__name__}: {exc}")
-        finally:
-            self._in_flight.discard(slot)
+        existing = await self._created_id(key)
+        if existing:
+            # Created already (by us or another node): from now on it is an ordinary one.
+            self.delegated.pop(key, None)
+            await self._track_created(existing)
+            return
+        if await self._priced_out(subscription):
+            return
+        output = await self._containers(slot, subscription, entry.data, Source.OFFCHAIN)
+        if output is None:
+            return
+        calldata = self._coordinator.deliver_compute_delegatee(
+            subscription, entry.signature, interval, delivery_payload(output)
+        )
+        if await self._deliver(slot, subscription, calldata):
+            self.delegated.pop(key, None)
+            created = await self._created_id(key)
+            self._answered.add((created, interval))
+            log.info("delivered delegated subscription %s nonce %d as id %d", key[0], key[1], created)
+            await self._track_created(created)
+
+    async def _created_id(self, key: tuple[str, int]) -> int:
+        return await _read(lambda: self._coordinator.delegate_created_id(*key), "reading delegateCreatedIds")
+
+    async def _track_created(self, subscription_id: int) -> None:
+        self.track(await _read(lambda: self._coordinator.subscription(subscription_id), "reading a subscription"))
 
     async def _priced_out(self, subscription: Subscription) -> bool:
         """True (and nothing run) while gas costs more than the subscription pays; the slot
         is tried again on a later sweep, without counting as a failure."""
-        gas_price = await self._coordinator.w3.eth.gas_price
+        gas_price = await _read(lambda: self._coordinator.w3.eth.gas_price, "reading the gas price")
         if gas_price <= subscription.max_gas_price:
             return False
         log.info(
@@ -357,3 +374,8 @@ class SubscriptionProcessor:
             for slot in [slot for slot in table if slot[0] == subscription_id]:
                 del table[slot]
         self._answered = {slot for slot in self._answered if slot[0] != subscription_id}
+
+
+async def _read(call: Callable[[], Awaitable[T]], what: str) -> T:
+    """A read for one slot: a few tries with backoff, then :class:`ChainError`."""
+    return await retrying(call, what, attempts=3)
