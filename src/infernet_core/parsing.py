@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from .decode_errors import describe_decode_error, describe_validation_error
 from .errors import BadRequest
 from .models import DelegatedSubscriptionRequest, JobRequest, StatusUpdate
 
@@ -25,23 +26,19 @@ _batch_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 def _bad_request(exc: msgspec.DecodeError, what: str) -> BadRequest:
-    text = str(exc)
     if isinstance(exc, msgspec.ValidationError):
-        message, sep, path = text.rpartition(" - at `")
-        if sep:
-            return BadRequest(f"Invalid {what}: {message}", {"path": path.rstrip("`")})
-        return BadRequest(f"Invalid {what}: {text}", {"path": "$"})
-    return BadRequest(f"Invalid JSON: {text}")
+        message, path = describe_validation_error(exc)
+        return BadRequest(f"Invalid {what}: {message}", {"path": path})
+    return BadRequest(f"Invalid JSON: {describe_decode_error(exc)}")
 
 
 def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
-    """Decode, turning the errors msgspec raises outside DecodeError into BadRequest."""
+    """Decode, turning what msgspec raises outside DecodeError into BadRequest: RecursionError
+    for deep nesting, and (msgspec before 0.23) UnicodeDecodeError for invalid UTF-8."""
     try:
         return decoder.decode(body)
-    except RecursionError:  # deeply nested JSON
-        raise BadRequest("Invalid JSON: nested too deeply") from None
-    except UnicodeDecodeError:  # invalid UTF-8 inside a string
-        raise BadRequest("Invalid JSON: a string is not valid UTF-8") from None
+    except (RecursionError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"Invalid JSON: {describe_decode_error(exc)}") from None
 
 
 def parse_compute_request(body: bytes) -> ComputeRequest:
