@@ -10,7 +10,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl
 
 from infernet_core import Node
-from infernet_core.errors import BadRequest, Forbidden, InfernetError, NodeNotRunning, NotFound, PayloadTooLarge
+from infernet_core.errors import BadRequest, Forbidden, InfernetError, NodeNotRunning, PayloadTooLarge
 from infernet_core.guardian import in_networks, parse_networks
 from infernet_core.parsing import parse_batch, parse_compute_request, parse_status_update
 
@@ -195,10 +195,9 @@ class InfernetApp:
         if len(ids) > _MAX_IDS:
             raise BadRequest(f"Too many job ids (at most {_MAX_IDS})", {"count": len(ids)})
         intermediate = _bool_param(query, "intermediate") or False
-        results = await self.node.results(client, ids, intermediate=intermediate)
-        if not results:
-            raise NotFound("Job not found", {"ids": ids})
-        return JSONResponse(results)
+        # Ids the caller does not have are left out: none known is 200 [] (the seed, the
+        # reference node and its client agree; the client reads [] as "not found").
+        return JSONResponse(await self.node.results(client, ids, intermediate=intermediate))
 
     async def put_status(self, request: Request) -> JSONResponse:
         client = self._client(request)

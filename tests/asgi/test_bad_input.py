@@ -175,12 +175,11 @@ async def test_allowed_ips_in_batch(kit: Any, guarded: Any) -> None:
     "params",
     [[("id", "nope")], [("id", "a"), ("id", "b")], [("id", "")], [("id", "x"), ("intermediate", "true")]],
 )
-async def test_unknown_job_ids(client: httpx.AsyncClient, params: list[tuple[str, str]]) -> None:
+async def test_unknown_job_ids_are_an_empty_list(client: httpx.AsyncClient, params: list[tuple[str, str]]) -> None:
     response = await client.get("/api/jobs", params=params)
-    assert response.status_code == 404
-    body = response.json()
-    assert body["error"] == "Job not found"
-    assert body["params"] == {"ids": [value for name, value in params if name == "id"]}
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == []
 
 
 async def test_too_many_ids(client: httpx.AsyncClient) -> None:
@@ -188,7 +187,7 @@ async def test_too_many_ids(client: httpx.AsyncClient) -> None:
     assert response.status_code == 400
     assert response.json() == {"error": "Too many job ids (at most 1000)", "params": {"count": 1001}}
     response = await client.get("/api/jobs", params=[("id", str(n)) for n in range(1000)])
-    assert response.status_code == 404
+    assert (response.status_code, response.json()) == (200, [])
 
 
 @pytest.mark.parametrize("value", ["maybe", "", "yes", "2", "truee"])

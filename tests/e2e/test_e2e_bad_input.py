@@ -88,9 +88,11 @@ def test_unknown_later_container(http: httpx.Client) -> None:
     assert error == {"error": "Container not supported", "params": {"container": "nope"}}
 
 
-def test_unknown_id(http: httpx.Client) -> None:
-    error = json_error(http.get("/api/jobs", params={"id": "00000000-0000-4000-8000-000000000000"}), 404)
-    assert error == {"error": "Job not found", "params": {"ids": ["00000000-0000-4000-8000-000000000000"]}}
+def test_unknown_id_is_an_empty_list(http: httpx.Client) -> None:
+    response = http.get("/api/jobs", params={"id": "00000000-0000-4000-8000-000000000000"})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == []
 
 
 def test_bad_boolean_query_parameter(http: httpx.Client) -> None:
