@@ -45,8 +45,7 @@ _DOMAIN_TYPEHASH: Final = keccak(
 )
 _SUBSCRIPTION_TYPEHASH: Final = keccak(text=SUBSCRIPTION_TYPE)
 _DELEGATE_TYPEHASH: Final = keccak(text=DELEGATE_TYPE)
-# secp256k1's group order: a valid signature has 0 < r < n and, to rule out the malleable
-# twin of every signature, 0 < s <= n / 2.
+# secp256k1's group order: the ecrecover precompile takes 0 < r, s < n.
 _SECP256K1_N: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _keys = KeyAPI()
 
@@ -99,10 +98,12 @@ def delegate_digest(sub: Subscription, nonce: int, expiry: int, chain_id: int, c
 def recover_signer(digest: bytes, v: int, r: int, s: int) -> str | None:
     """The checksummed address that signed ``digest``, or ``None`` if the signature is invalid.
 
-    Follows what the contract accepts: ``v`` is 27 or 28 and ``s`` is in the lower half of
-    the curve order.
+    Accepts exactly what the Coordinator accepts (solady's ``ECDSA.recover`` over the
+    ecrecover precompile): ``v`` 27 or 28 and ``0 < r, s < n``. The high-``s`` twin of a
+    signature is not refused: it recovers the same signer, on-chain as here, and a signer
+    that does not normalise ``s`` (a KMS or HSM key, some wallets) must be served.
     """
-    if v not in (27, 28) or not (0 < r < _SECP256K1_N) or not (0 < s <= _SECP256K1_N // 2):
+    if v not in (27, 28) or not (0 < r < _SECP256K1_N) or not (0 < s < _SECP256K1_N):
         return None
     try:
         signature = _keys.Signature(vrs=(v - 27, r, s))

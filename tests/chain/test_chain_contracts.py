@@ -563,17 +563,28 @@ def test_delegatee_signer_mismatch(deployment: Deployment) -> None:
     assert fn.call() == [1, False]
 
 
-@pytest.mark.parametrize("mutation", ["v=29", "v=0", "high-s", "r=0"])
+@pytest.mark.parametrize("mutation", ["v=29", "v=0", "v=1", "r=0", "s=0", "s=n"])
 def test_delegatee_invalid_signature(deployment: Deployment, mutation: str) -> None:
     d = deployment
     sub, expiry, (v, r, s) = signed(d)
     bad = {
         "v=29": (29, r, s),
         "v=0": (0, r, s),
-        "high-s": (55 - v, r, SECP256K1_N - s),  # the malleable twin: would recover the same signer
+        "v=1": (v - 27, r, s),
         "r=0": (v, 0, s),
+        "s=0": (v, r, 0),
+        "s=n": (v, r, SECP256K1_N),
     }[mutation]
     assert revert_data(create_delegatee_fn(d, 1, expiry, sub, bad)) == error("InvalidSignature()")
+
+
+def test_delegatee_high_s_twin_is_accepted(deployment: Deployment) -> None:
+    """As solady's ECDSA.recover in the SDK: the malleable twin recovers the same signer."""
+    d = deployment
+    sub, expiry, (v, r, s) = signed(d)
+    twin = (55 - v, r, SECP256K1_N - s)
+    assert twin[2] > SECP256K1_N // 2
+    assert create_delegatee_fn(d, 1, expiry, sub, twin).call() == [1, False]
 
 
 def test_deliver_compute_delegatee_creates_then_delivers(active_deployment: Deployment) -> None:

@@ -168,6 +168,37 @@ def test_recover_signer_matches_what_the_contract_accepts(
     assert create.call() == [next_id, False]
 
 
+@settings(max_examples=25, deadline=None)
+@given(data=st.data(), nonce=uint(32), key=PRIVATE_KEYS)
+def test_high_s_twin_recovers_the_same_signer_in_the_node_and_the_contract(
+    contracts_once: Deployment, data: st.DataObject, nonce: int, key: str
+) -> None:
+    """For any valid signature, its high-s twin (v flipped, s' = n - s) is accepted by the
+    contract and recovers, in the node, the signer the contract then checks against."""
+    d = contracts_once
+    sub = data.draw(subscriptions(owner=st.just(d.consumer.address)))
+    fields = sub_fields(sub)
+    v, r, s = sign_delegated(31337, d.coordinator.address, fields, nonce, FAR_EXPIRY, key)
+    twin_v, twin_s = 55 - v, SECP256K1_N - s
+    digest = delegate_digest(sub, nonce, FAR_EXPIRY, 31337, d.coordinator.address)
+    signer = Account.from_key(key).address
+    assert recover_signer(digest, twin_v, r, twin_s) == signer
+    send(d.w3, d.consumer.functions.updateSigner(signer), DEPLOYER_KEY)
+    create = d.coordinator.functions.createSubscriptionDelegatee(
+        nonce, FAR_EXPIRY, sub_tuple(fields), twin_v, r.to_bytes(32, "big"), twin_s.to_bytes(32, "big")
+    )
+    assert create.call() == [d.coordinator.functions.id().call(), False]
+    # A different signer set on the consumer: the twin is refused as a mismatch, not as invalid.
+    send(
+        d.w3,
+        d.consumer.functions.updateSigner(
+            address_of(SIGNER_KEY) if signer != address_of(SIGNER_KEY) else d.consumer.address
+        ),
+        DEPLOYER_KEY,
+    )
+    assert revert_data(create) == selector("SignerMismatch()")
+
+
 def test_delegated_request_body_is_what_the_node_verifies(contracts_once: Deployment) -> None:
     """The kit's REST body decodes as the node's request, and the Subscription rebuilt from it
     (``inputs`` as the UTF-8 bytes of the string) has the digest the contract verifies."""

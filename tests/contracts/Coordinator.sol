@@ -306,9 +306,6 @@ contract EIP712Coordinator is Coordinator {
         "Subscription(address owner,uint32 activeAt,uint32 period,uint32 frequency,uint16 redundancy,"
         "uint48 maxGasPrice,uint32 maxGasLimit,string containerId,bytes inputs)"
     );
-    /// @dev secp256k1 order / 2: signatures with a larger s are malleable copies and rejected.
-    uint256 private constant S_UPPER_BOUND = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
-
     /// @notice The highest nonce used so far by each owner.
     mapping(address => uint32) public maxSubscriberNonce;
 
@@ -438,11 +435,10 @@ contract EIP712Coordinator is Coordinator {
         return keccak256(abi.encodePacked(hex"1901", _domainSeparator(), structHash));
     }
 
-    /// @dev ecrecover, rejecting v other than 27/28, s in the upper half and a failed recovery.
+    /// @dev As the SDK's solady ECDSA.recover(hash, v, r, s): the ecrecover precompile alone
+    /// decides (v 27/28, 0 < r, s < n), so the high-s twin of a signature is accepted too;
+    /// only a failed recovery reverts.
     function _recover(bytes32 digest, uint8 v, bytes32 r, bytes32 s) internal pure returns (address) {
-        if ((v != 27 && v != 28) || uint256(s) > S_UPPER_BOUND) {
-            revert InvalidSignature();
-        }
         address signer = ecrecover(digest, v, r, s);
         if (signer == address(0)) {
             revert InvalidSignature();

@@ -31,6 +31,15 @@ def test_recovery_round_trip(key: bytes, digest: bytes) -> None:
     assert recover_signer(digest, signed.v, signed.r, signed.s) == account.address
 
 
+@given(key=PRIVATE_KEYS, digest=st.binary(min_size=32, max_size=32))
+def test_high_s_twin_recovers_the_same_signer(key: bytes, digest: bytes) -> None:
+    """The contract (solady ECDSA over ecrecover) accepts either half of s; so does the node."""
+    account = Account.from_key(key)
+    signed = account.unsafe_sign_hash(digest)
+    assert signed.s <= N // 2  # eth-account normalises to low s
+    assert recover_signer(digest, 55 - signed.v, signed.r, N - signed.s) == account.address
+
+
 def test_each_field_changes_the_digest() -> None:
     base = Subscription(
         owner="0x" + "11" * 20,
@@ -76,8 +85,8 @@ def test_invalid_signatures_recover_nothing() -> None:
     assert recover_signer(digest, signed.v, 0, signed.s) is None
     assert recover_signer(digest, signed.v, signed.r, 0) is None
     assert recover_signer(digest, signed.v, N, signed.s) is None
-    # the malleable twin (s' = n - s) is refused, as the contract refuses it
-    assert recover_signer(digest, 55 - signed.v, signed.r, N - signed.s) is None
+    assert recover_signer(digest, signed.v, signed.r, N) is None
+    assert recover_signer(digest, signed.v - 27, signed.r, signed.s) is None  # v 0/1 is not taken either
 
 
 def test_wrong_digest_recovers_someone_else() -> None:
