@@ -1,11 +1,13 @@
 """Node configuration: the reference node's ``config.json``, validated once at start.
 
 The keys and defaults follow the reference node's validated config (v1.3+), and the v0.2
-layout is accepted too (``chain.coordinator_address``, top-level ``log_path`` and
-``snapshot_sync``, container ports written as strings). Anything wrong fails with one
-:class:`~infernet_core.errors.ConfigError` whose message names the key path
-(``config: expected `int`, got `str` at server.port``). Keys we do not know are reported by
-:func:`load_config` as warnings, so a typo does not go unnoticed.
+layout is accepted too (``chain.coordinator_address``, top-level ``log_path``, top-level
+``snapshot_sync`` read as ``chain.snapshot_sync``, container ports written as strings).
+Anything wrong fails with one :class:`~infernet_core.errors.ConfigError` whose message names
+the key path (``config: expected `int`, got `str` at server.port``). Keys we do not know are
+reported by :func:`load_config` as warnings, so a typo does not go unnoticed, and keys we
+know but do not act on are listed by :meth:`NodeConfig.ignored_settings`, which the node
+logs at start.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
+from .decode_errors import describe_decode_error, describe_validation_error
 from .errors import ConfigError
 
 __all__ = (
@@ -63,7 +66,7 @@ class _Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=F
     """Base of config sections: immutable; unknown keys are warned about, not fatal."""
 
 
-class ContainerConfig(_Config):
+class ContainerConfig(_Config, frozen=True):
     """One container the node can run jobs on."""
 
     id: Annotated[str, msgspec.Meta(min_length=1)]
@@ -103,14 +106,14 @@ class ContainerConfig(_Config):
         return self.url.rstrip("/") if self.url else f"http://localhost:{self.port}"
 
 
-class RateLimitConfig(_Config):
-    """Accepted for compatibility with the reference config."""
+class RateLimitConfig(_Config, frozen=True):
+    """The reference's request rate limit; read, not enforced yet (a warning says so)."""
 
     num_requests: int = 60
     period: float = 60.0
 
 
-class ServerConfig(_Config):
+class ServerConfig(_Config, frozen=True):
     """The REST server."""
 
     port: Port = 4000
@@ -131,7 +134,7 @@ class ServerConfig(_Config):
                     raise ValueError(f"{name} entry {network!r} is not an IP network") from None
 
 
-class SnapshotSyncConfig(_Config):
+class SnapshotSyncConfig(_Config, frozen=True):
     """How the chain listener reads existing subscriptions at start."""
 
     sleep: float = 1.0
@@ -140,7 +143,7 @@ class SnapshotSyncConfig(_Config):
     sync_period: PositiveFloat = 0.5
 
 
-class WalletConfig(_Config):
+class WalletConfig(_Config, frozen=True):
     """The node's signing wallet."""
 
     max_gas_limit: Annotated[int, msgspec.Meta(gt=0)] = 5_000_000
@@ -149,7 +152,7 @@ class WalletConfig(_Config):
     allowed_sim_errors: list[str] = []
 
 
-class ChainConfig(_Config):
+class ChainConfig(_Config, frozen=True):
     """The on-chain side."""
 
     enabled: bool = False
@@ -177,22 +180,22 @@ class ChainConfig(_Config):
                 raise ValueError(f"{name} must be 0x and 40 hex digits, got {address!r}")
 
 
-class DockerConfig(_Config):
+class DockerConfig(_Config, frozen=True):
     """Registry credentials for pulling container images."""
 
     username: str
     password: str
 
 
-class LogConfig(_Config):
-    """Log file settings (accepted for compatibility; the node logs to stderr)."""
+class LogConfig(_Config, frozen=True):
+    """The reference's log file settings; read, not acted on (the node logs to stderr)."""
 
     path: str = "infernet_node.log"
     max_file_size: int = 2**30
     backup_count: int = 2
 
 
-class RedisConfig(_Config):
+class RedisConfig(_Config, frozen=True):
     """The reference node's Redis result store."""
 
     host: str = "redis"
@@ -202,7 +205,7 @@ class RedisConfig(_Config):
 StoreKind = Literal["memory", "sqlite", "redis"]
 
 
-class StoreConfig(_Config):
+class StoreConfig(_Config, frozen=True):
     """Where job results live, and for how long."""
 
     kind: StoreKind | None = None
@@ -225,7 +228,7 @@ class StoreConfig(_Config):
     """Redis: seconds without a heartbeat after which another replica takes over a job."""
 
 
-class NodeConfig(_Config):
+class NodeConfig(_Config, frozen=True):
     """The whole node configuration; ``NodeConfig()`` is a valid, empty node."""
 
     containers: list[ContainerConfig] = []
@@ -237,10 +240,11 @@ class NodeConfig(_Config):
     remove_containers_on_stop: bool = False
     """Managed containers: remove (not just stop) the containers this node started when it stops."""
     redis: RedisConfig | None = None
-    forward_stats: bool = True
+    forward_stats: bool = False
+    """The reference forwards stats to fluent-bit (its default: true); this node does not,
+    and warns at start when it is asked to."""
     log: LogConfig | None = None
     log_path: str | None = None
-    snapshot_sync: SnapshotSyncConfig | None = None
     store: StoreConfig = StoreConfig()
     rerun_interrupted: bool = False
     """Run a job again when its node died before finishing it (else it is failed)."""
@@ -257,6 +261,37 @@ class NodeConfig(_Config):
             if container.id in seen:
                 raise ValueError(f"container id {container.id!r} is used twice")
             seen.add(container.id)
+        if self.chain.enabled:
+            payment_keys = [f"containers[{c.id}].accepted_payments" for c in self.containers if c.accepted_payments]
+            if self.chain.wallet is not None and self.chain.wallet.payment_address:
+                payment_keys.insert(0, "chain.wallet.payment_address")
+            if payment_keys:
+                raise ValueError(
+                    f"{', '.join(payment_keys)}: Infernet v1 payments are not served; this node serves the"
+                    " seed-era (SDK v0.1) Coordinator, which takes no payments: remove the key to run on it"
+                )
+
+    def ignored_settings(self) -> list[str]:
+        """One sentence for each setting this config gives that the node reads but does not
+        act on; the node logs each as a warning at start."""
+        ignored: list[str] = []
+        if self.server.rate_limit is not None:
+            ignored.append("server.rate_limit is not enforced: requests are not rate limited")
+        if self.forward_stats:
+            ignored.append("forward_stats is not supported: no stats are forwarded")
+        if self.log is not None or self.log_path is not None:
+            key = "log" if self.log is not None else "log_path"
+            ignored.append(f"{key} is not acted on: the node logs to stderr")
+        wallet = self.chain.wallet
+        if wallet is not None and wallet.payment_address:
+            ignored.append("chain.wallet.payment_address is an Infernet v1 payment setting: no payments are taken")
+        for container in self.containers:
+            if container.accepted_payments:
+                ignored.append(
+                    f"containers[{container.id}].accepted_payments is an Infernet v1 payment setting:"
+                    " no payments are taken"
+                )
+        return ignored
 
     def store_kind(self, default: StoreKind) -> StoreKind:
         """The store to use: the one named, else Redis if a ``redis`` block is given, else ``default``."""
@@ -284,28 +319,60 @@ def _key_path(msgspec_path: str) -> str:
 
 
 def _describe(error: msgspec.ValidationError) -> str:
-    text = str(error)
-    message, sep, path = text.rpartition(" - at `")
-    if not sep:
-        return f"config: {text}"
-    return f"config: {message[0].lower()}{message[1:]} at {_key_path(path.rstrip('`'))}"
+    message, path = describe_validation_error(error)
+    where = _key_path(path)
+    message = f"{message[0].lower()}{message[1:]}"
+    return f"config: {message}" if where == "<root>" else f"config: {message} at {where}"
 
 
-def _normalise_v02(raw: dict[str, Any]) -> None:
-    """Accept the v0.2 sample's container ports written as strings (``"3000"``)."""
+def _normalised(raw: Any) -> dict[str, Any]:
+    """The v0.2 layout read as today's, in a new dict (``raw`` is left as it was).
+
+    * container ports written as strings (``"3000"``) become numbers;
+    * a top-level ``snapshot_sync`` (v0.2) becomes ``chain.snapshot_sync``, unless the chain
+      section has its own, which then wins.
+
+    Raises:
+        ConfigError: ``raw`` is not a JSON object.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: expected a JSON object at the top level, got {type(raw).__name__}")
+    result = dict(raw)
     containers = raw.get("containers")
-    if not isinstance(containers, list):
-        return
-    for entry in containers:
-        if isinstance(entry, dict) and isinstance(entry.get("port"), str) and entry["port"].isdigit():
-            entry["port"] = int(entry["port"])
+    if isinstance(containers, list):
+        result["containers"] = [_port_as_number(entry) for entry in containers]
+    if "snapshot_sync" in raw:
+        snapshot = result.pop("snapshot_sync")
+        chain = raw.get("chain", {})
+        if isinstance(chain, dict) and "snapshot_sync" not in chain:
+            result["chain"] = {**chain, "snapshot_sync": snapshot}
+    return result
+
+
+def _validated(raw: dict[str, Any]) -> NodeConfig:
+    try:
+        return msgspec.convert(raw, NodeConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _port_as_number(entry: Any) -> Any:
+    if isinstance(entry, dict) and isinstance(entry.get("port"), str) and entry["port"].isdigit():
+        return {**entry, "port": int(entry["port"])}
+    return entry
 
 
 def unknown_keys(raw: Any, struct_type: type[Any] = NodeConfig, prefix: str = "") -> list[str]:
-    """List the key paths in ``raw`` that ``struct_type`` does not define (for warnings)."""
+    """List the key paths in ``raw`` that ``struct_type`` does not define (for warnings).
+
+    A whole config (``struct_type`` NodeConfig) is read in today's layout first, as
+    :func:`parse_config` reads it (a v0.2 top-level ``snapshot_sync`` is ``chain``'s).
+    """
     found: list[str] = []
     if not isinstance(raw, Mapping):
         return found
+    if struct_type is NodeConfig and not prefix and isinstance(raw, dict):
+        raw = _normalised(raw)
     info = msgspec.inspect.type_info(struct_type)
     if not isinstance(info, msgspec.inspect.StructType):
         return found
@@ -349,13 +416,7 @@ def parse_config(raw: Any) -> NodeConfig:
         ConfigError: A key is missing, has the wrong type or a bad value; the message names
             its path.
     """
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config: expected a JSON object at the top level, got {type(raw).__name__}")
-    _normalise_v02(raw)
-    try:
-        return msgspec.convert(raw, NodeConfig)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+    return _validated(_normalised(raw))
 
 
 def load_config(path: str | Path) -> NodeConfig:
@@ -371,8 +432,11 @@ def load_config(path: str | Path) -> NodeConfig:
     try:
         raw = msgspec.json.decode(text)
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config: {path} is not valid JSON: {exc}") from None
+        raise ConfigError(f"config: {path} is not valid JSON: {describe_decode_error(exc)}") from None
     config = parse_config(raw)
     for key in unknown_keys(raw):
         log.warning("config: unknown key %s is ignored", key)
+    chain = raw.get("chain")
+    if "snapshot_sync" in raw and isinstance(chain, dict) and "snapshot_sync" in chain:
+        log.warning("config: snapshot_sync at the top level (v0.2) is ignored: chain.snapshot_sync is set")
     return config

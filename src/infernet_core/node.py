@@ -154,6 +154,8 @@ class Node:
         return register
 
     async def __aenter__(self) -> Self:
+        for sentence in self.config.ignored_settings():
+            log.warning("config: %s", sentence)
         managed = self.config.manage_containers and bool(self.config.containers)
         docker = DockerManager.from_config(self.config) if managed else None
         await self.store.open()

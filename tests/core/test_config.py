@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from infernet_core import ConfigError, ContainerConfig, NodeConfig, load_config, parse_config
-from infernet_core.config import DEFAULT_LOCAL_NETWORKS, unknown_keys
+from infernet_core.config import DEFAULT_LOCAL_NETWORKS, SnapshotSyncConfig, unknown_keys
 
 CHAIN_OK: dict[str, Any] = {
     "enabled": True,
@@ -68,7 +68,7 @@ def test_empty_config_defaults() -> None:
     assert config.containers == []
     assert config.manage_containers is True
     assert config.startup_wait == 5.0
-    assert config.forward_stats is True
+    assert config.forward_stats is False  # the reference's default is true; we forward none
     assert config.docker is None and config.redis is None and config.log is None
     assert config.store.pending_ttl == 900.0
     assert config.store.max_finished is None and config.store.finished_ttl is None
@@ -119,7 +119,8 @@ def test_v02_sample_is_accepted() -> None:
     assert config.coordinator == "0x5FbDB2315678afecb367f032d93F642f64180aa3"
     assert config.chain.wallet is not None and config.chain.wallet.max_gas_limit == 4_000_000
     assert config.log_path == "infernet_node.log"
-    assert config.snapshot_sync is not None and config.snapshot_sync.batch_size == 100
+    # v0.2's top-level snapshot_sync is the chain's (its other keys keep their defaults)
+    assert config.chain.snapshot_sync == SnapshotSyncConfig(sleep=3, batch_size=100)
     assert config.docker is not None and config.docker.username == "user"
     assert config.redis is not None and config.redis.port == 6379
     assert config.startup_wait == 1.0
@@ -273,7 +274,6 @@ def test_unknown_keys_lists_nested_paths() -> None:
         "chain.wallet.privat_key",
         "chain.snapshot_sync.sleeep",
         "redis.db",
-        "snapshot_sync.x",
     ]
     # unknown keys do not stop the config from loading
     assert parse_config(raw).containers[1].id == "b"
@@ -349,3 +349,97 @@ def test_load_config_no_warnings_for_clean_config(tmp_path: Path, caplog: pytest
     with caplog.at_level(logging.WARNING, logger="infernet_core.config"):
         load_config(path)
     assert [r for r in caplog.records if r.name == "infernet_core.config"] == []
+
+
+# -- the v0.2 layout, without touching the caller's dict --------------------------------------------
+
+
+def test_parse_config_leaves_its_argument_as_it_was() -> None:
+    raw = json.loads(json.dumps(V02_SAMPLE))
+    before = json.loads(json.dumps(raw))
+    config = parse_config(raw)
+    assert raw == before  # ports still strings, snapshot_sync still at the top
+    assert config.containers[0].port == 3000
+
+
+def test_top_level_snapshot_sync_is_the_chain_s() -> None:
+    config = parse_config({"snapshot_sync": {"sleep": 0.5, "batch_size": 7}, "chain": {"trail_head_blocks": 3}})
+    assert config.chain.snapshot_sync == SnapshotSyncConfig(sleep=0.5, batch_size=7)
+    assert config.chain.trail_head_blocks == 3
+    bad = config_error({"snapshot_sync": {"batch_size": 0}})
+    assert bad == "config: expected `int` >= 1 at chain.snapshot_sync.batch_size"
+
+
+def test_chain_snapshot_sync_wins_over_the_top_level_one(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"snapshot_sync": {"batch_size": 7}, "chain": {"snapshot_sync": {"batch_size": 9}}}))
+    with caplog.at_level(logging.WARNING, logger="infernet_core.config"):
+        config = load_config(path)
+    assert config.chain.snapshot_sync.batch_size == 9
+    assert [r.getMessage() for r in caplog.records if r.name == "infernet_core.config"] == [
+        "config: snapshot_sync at the top level (v0.2) is ignored: chain.snapshot_sync is set"
+    ]
+
+
+# -- settings read but not acted on, and v1 payments ----------------------------------------------
+
+
+def test_ignored_settings_name_each_key() -> None:
+    config = parse_config(
+        {
+            "server": {"rate_limit": {"num_requests": 10, "period": 1}},
+            "forward_stats": True,
+            "log": {"path": "x.log"},
+            "chain": {"wallet": {"payment_address": "0x" + "ab" * 20}},
+            "containers": [{"id": "a", "accepted_payments": {"0x" + "00" * 20: 5}}, {"id": "b"}],
+        }
+    )
+    assert config.ignored_settings() == [
+        "server.rate_limit is not enforced: requests are not rate limited",
+        "forward_stats is not supported: no stats are forwarded",
+        "log is not acted on: the node logs to stderr",
+        "chain.wallet.payment_address is an Infernet v1 payment setting: no payments are taken",
+        "containers[a].accepted_payments is an Infernet v1 payment setting: no payments are taken",
+    ]
+    assert parse_config({"log_path": "a.log"}).ignored_settings() == [
+        "log_path is not acted on: the node logs to stderr"
+    ]
+
+
+def test_a_clean_config_ignores_nothing() -> None:
+    assert parse_config({}).ignored_settings() == []
+    assert (
+        parse_config({"forward_stats": False, "containers": [{"id": "a", "accepted_payments": {}}]}).ignored_settings()
+        == []
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "keys"),
+    [
+        ({"wallet": {**CHAIN_OK["wallet"], "payment_address": "0x" + "ab" * 20}}, "chain.wallet.payment_address"),
+        ({"containers": [{"id": "a", "accepted_payments": {"0x" + "00" * 20: 1}}]}, "containers[a].accepted_payments"),
+    ],
+)
+def test_v1_payment_settings_refused_with_the_chain_enabled(override: dict[str, Any], keys: str) -> None:
+    containers = override.pop("containers", [])
+    message = config_error({"chain": {**CHAIN_OK, **override}, "containers": containers})
+    assert message == (
+        f"config: {keys}: Infernet v1 payments are not served; this node serves the seed-era (SDK v0.1)"
+        " Coordinator, which takes no payments: remove the key to run on it"
+    )
+
+
+@pytest.mark.anyio
+async def test_node_start_warns_once_per_ignored_setting(caplog: pytest.LogCaptureFixture) -> None:
+    from infernet_core import Node
+
+    config = parse_config({"server": {"rate_limit": {}}, "log_path": "node.log"})
+    with caplog.at_level(logging.WARNING, logger="infernet_core.node"):
+        async with Node(config):
+            pass
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "config: server.rate_limit is not enforced: requests are not rate limited",
+        "config: log_path is not acted on: the node logs to stderr",
+    ]
