@@ -58,30 +58,30 @@ class JobState(enum.Enum):
 TERMINAL_STATES: Final = frozenset({JobState.SUCCEEDED, JobState.FAILED})
 
 
-class ContainerSucceeded(Record, tag=True):
+class ContainerSucceeded(Record, frozen=True, tag=True):
     """A container in the job's chain returned ``output``."""
 
     output: ContainerOutput
 
 
-class ContainerFailed(Record, tag=True):
+class ContainerFailed(Record, frozen=True, tag=True):
     """A container in the job's chain failed; the job fails with ``error``."""
 
     error: ContainerError
 
 
-class JobCompleted(Record, tag=True):
+class JobCompleted(Record, frozen=True, tag=True):
     """All containers ran; the job succeeds with the last output as its result."""
 
 
-class JobAborted(Record, tag=True):
+class JobAborted(Record, frozen=True, tag=True):
     """The node gave up on the job; ``container`` is the one it was running (or ``""``)."""
 
     container: str
     reason: str
 
 
-class StatusReported(Record, tag=True):
+class StatusReported(Record, frozen=True, tag=True):
     """Someone outside the pipeline reported ``status`` for the job."""
 
     status: JobStatus
@@ -106,7 +106,7 @@ TRANSITIONS: Final[dict[JobState, dict[type[Record], JobState]]] = {
 }
 
 
-class Job(Record):
+class Job(Record, frozen=True):
     """One job: who asked for it, where it is, and what its containers produced.
 
     ``outputs`` are the outputs so far, in chain order. While running they show progress;

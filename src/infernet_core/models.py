@@ -72,7 +72,7 @@ Destination = Source
 JobStatus = Literal["running", "success", "failed"]
 
 
-class JobRequest(Inbound):
+class JobRequest(Inbound, frozen=True):
     """An off-chain compute request: run ``containers`` in order on ``data``."""
 
     containers: list[str]
@@ -80,7 +80,7 @@ class JobRequest(Inbound):
     requires_proof: bool = False
 
 
-class SubscriptionRequest(Inbound):
+class SubscriptionRequest(Inbound, frozen=True):
     """The subscription part of a delegated subscription (seed-era Coordinator fields)."""
 
     owner: str
@@ -94,7 +94,7 @@ class SubscriptionRequest(Inbound):
     inputs: str = ""
 
 
-class Signature(Inbound):
+class Signature(Inbound, frozen=True):
     """The EIP-712 signature over a delegated subscription."""
 
     nonce: Uint32
@@ -109,7 +109,7 @@ class Signature(Inbound):
                 raise ValueError(f"Expected `{name}` <= 2**256 - 1")
 
 
-class DelegatedSubscriptionRequest(Inbound):
+class DelegatedSubscriptionRequest(Inbound, frozen=True):
     """A subscription signed off-chain, to be created and answered on-chain by this node."""
 
     subscription: SubscriptionRequest
@@ -117,7 +117,7 @@ class DelegatedSubscriptionRequest(Inbound):
     data: dict[str, Any]
 
 
-class StatusUpdate(Inbound):
+class StatusUpdate(Inbound, frozen=True):
     """Body of ``PUT /api/status``: a non-Infernet container reporting a job's status."""
 
     id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
@@ -125,7 +125,7 @@ class StatusUpdate(Inbound):
     containers: list[str]
 
 
-class ContainerInput(Record):
+class ContainerInput(Record, frozen=True):
     """What a container receives at ``POST /service_output``."""
 
     source: Source
@@ -134,14 +134,14 @@ class ContainerInput(Record):
     requires_proof: bool = False
 
 
-class ContainerOutput(Record):
+class ContainerOutput(Record, frozen=True):
     """A container's successful output."""
 
     container: str
     output: Any
 
 
-class ContainerError(Record):
+class ContainerError(Record, frozen=True):
     """A container's failure, with a message naming the cause."""
 
     container: str
@@ -151,7 +151,7 @@ class ContainerError(Record):
 ContainerResult = ContainerOutput | ContainerError
 
 
-class JobResult(Record, omit_defaults=True):
+class JobResult(Record, frozen=True, omit_defaults=True):
     """One job as ``GET /api/jobs?id=`` returns it.
 
     ``intermediate`` is present only when the caller asked for intermediate results.
@@ -163,7 +163,7 @@ class JobResult(Record, omit_defaults=True):
     intermediate: list[ContainerOutput] | msgspec.UnsetType = msgspec.UNSET
 
 
-class ContainerInfo(Record):
+class ContainerInfo(Record, frozen=True):
     """A container as ``GET /info`` lists it."""
 
     id: str
@@ -172,21 +172,21 @@ class ContainerInfo(Record):
     external: bool
 
 
-class PendingCounts(Record):
+class PendingCounts(Record, frozen=True):
     """Jobs accepted but not finished, off-chain and on-chain."""
 
     offchain: int
     onchain: int
 
 
-class ChainInfo(Record):
+class ChainInfo(Record, frozen=True):
     """Whether the chain is enabled, and the node's wallet address when it is."""
 
     enabled: bool
     address: str
 
 
-class NodeInfo(Record):
+class NodeInfo(Record, frozen=True):
     """Body of ``GET /info``."""
 
     version: str

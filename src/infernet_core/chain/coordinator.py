@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import anyio
 from eth_abi import decode, encode
 from eth_abi.exceptions import DecodingError
 from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
+from hexbytes import HexBytes
 from web3 import AsyncWeb3
 from web3.exceptions import BadFunctionCallOutput
 from web3.types import BlockIdentifier
@@ -98,7 +99,7 @@ class Coordinator:
         address: The Coordinator's address (any case).
     """
 
-    def __init__(self, w3: AsyncWeb3, address: str) -> None:
+    def __init__(self, w3: AsyncWeb3[Any], address: str) -> None:
         self.w3 = w3
         self.address = to_checksum_address(address)
         self._contract = w3.eth.contract(address=self.address, abi=COORDINATOR_ABI)
@@ -139,12 +140,12 @@ class Coordinator:
     async def _subscriptions_batch(self, ids: Sequence[int], block: BlockIdentifier) -> list[Subscription]:
         # Straight to the provider: web3's per-call formatting and validation cost more CPU
         # than the RPC's answer (about 4 ms a subscription, against 0.1 ms this way).
-        block_param = block if isinstance(block, str) else hex(block)
+        block_param = block if isinstance(block, str) else hex(int(block))
         requests = [
             ("eth_call", [{"to": self.address, "data": _SUBSCRIPTIONS + encode(["uint32"], [i]).hex()}, block_param])
             for i in ids
         ]
-        responses = await self.w3.provider.make_batch_request(requests)  # type: ignore[arg-type]
+        responses = await self.w3.provider.make_batch_request(cast(Any, requests))
         if not isinstance(responses, list) or len(responses) != len(ids):
             raise _BatchRefused(str(responses)[:200])
         errors = [r["error"] for r in responses if "result" not in r]
@@ -192,7 +193,7 @@ class Coordinator:
 
     async def container_inputs(self, subscription: Subscription, interval: int, timestamp: int, node: str) -> bytes:
         """The consumer's ``getContainerInputs(...)`` for this interval; empty if it reverts."""
-        consumer = self.w3.eth.contract(address=subscription.owner, abi=CONSUMER_ABI)
+        consumer = self.w3.eth.contract(address=to_checksum_address(subscription.owner), abi=CONSUMER_ABI)
         call = consumer.functions.getContainerInputs(subscription.id, interval, timestamp, node)
         try:
             return bytes(await call.call())
@@ -208,7 +209,7 @@ class Coordinator:
                 "address": self.address,
                 "fromBlock": from_block,
                 "toBlock": to_block,
-                "topics": [[_CREATED, _CANCELLED, _FULFILLED]],
+                "topics": [[HexBytes(_CREATED), HexBytes(_CANCELLED), HexBytes(_FULFILLED)]],
             }
         )
         events: list[ChainEvent] = []

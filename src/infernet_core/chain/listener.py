@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 import anyio
@@ -110,7 +111,7 @@ class SubscriptionListener:
                 await anyio.sleep(config.sleep)
             batch = range(start, min(start + config.batch_size, next_id))
             subscriptions = await _read(
-                lambda batch=batch: self._coordinator.subscriptions(batch, head),
+                partial(self._coordinator.subscriptions, batch, head),
                 f"reading subscriptions {batch.start}-{batch.stop - 1}",
             )
             for subscription in subscriptions:
@@ -157,12 +158,12 @@ class SubscriptionListener:
                 subscription = await self._coordinator.subscription(event.id, event.block_number)
                 now = await self._timestamp(event.block_number)
                 responses = await self._last_interval_answers(subscription, event.block_number, now)
-                updates.append(lambda s=subscription, r=responses: self._processor.track(s, responses=r))
+                updates.append(partial(self._processor.track, subscription, responses=responses))
             elif isinstance(event, Cancelled):
-                updates.append(lambda i=event.id: self._processor.cancel(i))
+                updates.append(partial(self._processor.cancel, event.id))
             else:
                 now = await self._timestamp(event.block_number)
-                updates.append(lambda e=event, t=now: self._processor.fulfilled(e.id, e.node, t))
+                updates.append(partial(self._processor.fulfilled, event.id, event.node, now))
         for update in updates:
             update()
         return end

@@ -109,7 +109,7 @@ class SubscriptionProcessor:
         self._in_flight: set[SlotKey] = set()
         self._failures: dict[SlotKey, int] = {}
         self._answered: set[tuple[int, int]] = set()
-        self._responses: dict[tuple[int, int], int] = {}
+        self._responses: dict[SlotKey, int] = {}
         self._wake = anyio.Event()
 
     @property
@@ -198,7 +198,7 @@ class SubscriptionProcessor:
                 self.subscriptions.pop(subscription.id, None)
                 self._forget(subscription.id)
                 continue
-            slot = (subscription.id, interval)
+            slot: SlotKey = (subscription.id, interval)
             if self._ready(slot) and not self._complete(subscription, interval):
                 self._in_flight.add(slot)
                 task_group.start_soon(self._run_slot, slot, partial(self._serve, subscription, interval, now))

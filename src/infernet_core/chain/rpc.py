@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 from web3 import AsyncWeb3
@@ -58,7 +58,7 @@ def reverted_from(exc: BaseException) -> Reverted | None:
     return Reverted(name, data)
 
 
-def connect(rpc_url: str, timeout: float = 10.0) -> AsyncWeb3:
+def connect(rpc_url: str, timeout: float = 10.0) -> AsyncWeb3[Any]:
     """An async web3 client for ``rpc_url``; each request gives up after ``timeout`` seconds.
 
     web3's own retrying is switched off: :func:`retrying` decides, with backoff, per call.

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from eth_account import Account
+from eth_typing import ChecksumAddress
+from hexbytes import HexBytes
 from web3 import AsyncWeb3
-from web3.types import TxReceipt
+from web3.types import TxParams, TxReceipt
 
 from .rpc import ChainError, Reverted, retrying, reverted_from
 
@@ -48,7 +50,7 @@ class Wallet:
 
     def __init__(
         self,
-        w3: AsyncWeb3,
+        w3: AsyncWeb3[Any],
         private_key: str,
         *,
         max_gas_limit: int,
@@ -57,7 +59,7 @@ class Wallet:
     ) -> None:
         self._w3 = w3
         self._account = Account.from_key(private_key)
-        self.address: str = self._account.address
+        self.address: ChecksumAddress = self._account.address
         self.max_gas_limit = max_gas_limit
         self._allowed = tuple(text.lower() for text in allowed_sim_errors)
         self._attempts = attempts
@@ -102,7 +104,9 @@ class Wallet:
             ChainError: It was not mined within ``timeout`` seconds (or the RPC kept failing).
         """
         try:
-            return await self._w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout, poll_latency=0.05)
+            return await self._w3.eth.wait_for_transaction_receipt(
+                HexBytes(tx_hash), timeout=timeout, poll_latency=0.05
+            )
         except Exception as exc:
             raise ChainError(f"no receipt for 0x{tx_hash.hex()}: {exc}") from exc
 
@@ -114,7 +118,7 @@ class Wallet:
             Reverted: It reverted with an error not allowed.
         """
         try:
-            await retrying(lambda: self._w3.eth.call(tx), "simulating a transaction", attempts=3)
+            await retrying(lambda: self._w3.eth.call(cast(TxParams, tx)), "simulating a transaction", attempts=3)
             return True
         except Reverted as revert:
             if any(allowed in revert.name.lower() for allowed in self._allowed):
@@ -130,7 +134,8 @@ class Wallet:
                 self._nonce = await retrying(
                     lambda: self._w3.eth.get_transaction_count(self.address, "pending"), "reading the nonce"
                 )
-            signed = self._account.sign_transaction({**tx, "nonce": self._nonce, "chainId": chain_id})
+            nonce = self._nonce
+            signed = self._account.sign_transaction({**tx, "nonce": nonce, "chainId": chain_id})
             try:
                 tx_hash = bytes(await self._w3.eth.send_raw_transaction(signed.raw_transaction))
             except Exception as exc:
@@ -145,6 +150,6 @@ class Wallet:
                     log.warning("sending a transaction failed (try %d): %s", attempt, exc)
                     await anyio.sleep(0.2 * attempt)
                 continue
-            self._nonce += 1
+            self._nonce = nonce + 1
             return tx_hash
         raise ChainError(f"failed sending a transaction after {self._attempts} tries: {last_error}")

@@ -180,7 +180,16 @@ class SqliteResultStore(ResultStore):
         retention = self._retention
         if job.pending:
             blob = _encode(request) if request is not None else None  # SQL NULL, not JSON null
-            values = (job.client, job.id, 1, seq, None, now + retention.pending_ttl, _encode(job), blob)
+            values: tuple[object, ...] = (
+                job.client,
+                job.id,
+                1,
+                seq,
+                None,
+                now + retention.pending_ttl,
+                _encode(job),
+                blob,
+            )
         else:
             expires = now + retention.finished_ttl if retention.finished_ttl is not None else None
             values = (job.client, job.id, 0, seq, seq, expires, _encode(job), None)

@@ -72,7 +72,7 @@ class RedisResultStore(ResultStore):
         unique = list(dict.fromkeys(ids))
         if not unique:
             return []
-        args = [self._prefix, client_tag(client), self._finished_ttl_us]
+        args: list[bytes | str | int] = [self._prefix, client_tag(client), self._finished_ttl_us]
         args += [job_id.encode("utf-8", "surrogatepass") for job_id in unique]
         with self._backend.errors("read jobs"):
             blobs = await self._get(args=args)

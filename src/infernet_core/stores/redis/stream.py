@@ -140,7 +140,9 @@ class RedisStreamDispatcher(Dispatcher):
             await self._room.wait()
             return
         try:
-            response = await self._redis.xreadgroup(
+            # redis-py types the reply as any Redis reply; XREADGROUP's is a list (RESP2) or a
+            # dict (RESP3) of (stream, [(entry id, fields)]).
+            response: Any = await self._redis.xreadgroup(
                 self.group, self.consumer, {self.stream: ">"}, count=min(self._free(), 64), block=_READ_BLOCK_MS
             )
         except redis_errors.ResponseError as exc:
