@@ -157,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _identity(command: str, config_path: str | None) -> int:
     """``register`` / ``activate``: one transaction from the config's wallet; 0 if done, 1 if
-    the Coordinator refused, 2 if the config does not enable the chain."""
+    the Coordinator refused, 2 if the config does not enable the chain or names something other
+    than a v0.1 Coordinator."""
     try:
         if not config_path:
             raise ConfigError(f"{command} needs --config (or INFERNET_CONFIG_PATH) with the chain enabled")
@@ -174,6 +175,9 @@ def _identity(command: str, config_path: str | None) -> int:
     action = register_node if command == "register" else activate_node
     try:
         print(asyncio.run(action(config)))
+    except ConfigError as exc:  # the address is not a v0.1 Coordinator
+        print(f"infernet-node: {exc.message}", file=sys.stderr)
+        return 2
     except RegistrationError as exc:
         print(f"infernet-node: {exc}", file=sys.stderr)
         return 1

@@ -1,15 +1,22 @@
 // Compiles the test contracts of this directory with solc-js (standard JSON, optimizer on) and
 // prints {"solcVersion": "...", "contracts": {"<Contract>": {"abi": [...], "bytecode": "0x..."}}}
-// on stdout (EIP712Coordinator and Consumer). Writes no files; exits 1 with solc's errors on stderr.
+// on stdout (the contracts the tests deploy: DEPLOYED). Writes no files; exits 1 with solc's errors on
+// stderr.
 // Usage: node tests/contracts/compile.js   (solc comes from the repository's node_modules)
 "use strict";
 const fs = require("fs");
 const path = require("path");
 const solc = require("solc");
 
-const SOURCES = ["Coordinator.sol", "Consumer.sol"];
 // Only the contracts the tests deploy get bytecode (solc then skips code generation for the rest).
-const DEPLOYED = { "Coordinator.sol": ["EIP712Coordinator"], "Consumer.sol": ["Consumer"] };
+const DEPLOYED = {
+  "Coordinator.sol": ["EIP712Coordinator"],
+  "Consumer.sol": ["Consumer"],
+  // Infernet v1 stand-ins: what the start-up protocol probe reads.
+  "Registry.sol": ["Registry"],
+  "V1CoordinatorStub.sol": ["V1CoordinatorStub"],
+};
+const SOURCES = Object.keys(DEPLOYED);
 
 const input = {
   language: "Solidity",

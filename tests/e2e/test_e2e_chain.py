@@ -35,12 +35,15 @@ from support.chain_kit import (
     NODE_KEYS,
     SIGNER_KEY,
     STRANGER_KEY,
+    CompiledContract,
     Deployment,
+    V1Deployment,
     address_of,
     block_timestamp,
     delegate_key,
     delegated_request_body,
     delegated_sub,
+    deploy_v1_registry,
     increase_time,
     send,
     sign_delegated,
@@ -50,6 +53,7 @@ from web3 import Web3
 pytestmark = [pytest.mark.e2e, pytest.mark.chain, pytest.mark.timeout(90)]
 
 HIGH_GAS_PRICE = 10**12
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 GAS_LIMIT = 1_000_000
 SETTLE = 1.0
 """Seconds to watch for deliveries that must not happen (10 node sweeps)."""
@@ -296,6 +300,33 @@ def test_delegated_subscription_created_then_served_as_ordinary(
     assert container_output(second)["source"] == 0
 
 
+def test_delegated_subscription_signed_with_high_s_is_served_and_delivered_as_given(
+    tmp_path: Path, anvil_url: str, active_deployment: Deployment, echo_service: ServiceProcess
+) -> None:
+    """A signer that does not normalise s (a KMS key, some wallets): the Coordinator accepts the
+    high-s twin, so the node must too, and it sends the signature exactly as it was given."""
+    deployment, w3 = active_deployment, active_deployment.w3
+    body = signed_body(w3, deployment)
+    signature = body["signature"]
+    signature["v"], signature["s"] = 55 - signature["v"], SECP256K1_N - signature["s"]
+    assert signature["s"] > SECP256K1_N // 2
+    with running_node(tmp_path, chain_config(anvil_url, deployment, echo_service)) as node:
+        with client(base_url=node.base_url) as http:
+            response = http.post("/api/jobs", json=body)
+        assert (response.status_code, response.json()) == (200, {})
+        [delivery] = wait_deliveries(deployment, 1)
+    assert container_output(delivery)["echo"] == {"prompt": "delegated"}
+    receipt_block = w3.eth.get_block("latest", full_transactions=True)
+    sent = [tx for tx in receipt_block["transactions"] if tx["to"] == deployment.coordinator.address]
+    function, args = deployment.coordinator.decode_function_input(sent[-1]["input"])
+    assert function.fn_name == "deliverComputeDelegatee"
+    assert (args["v"], int.from_bytes(args["r"], "big"), int.from_bytes(args["s"], "big")) == (
+        signature["v"],
+        signature["r"],
+        signature["s"],
+    )
+
+
 def test_bad_delegated_subscriptions_are_rejected_with_400(
     tmp_path: Path, anvil_url: str, active_deployment: Deployment, echo_service: ServiceProcess
 ) -> None:
@@ -428,3 +459,87 @@ def test_failing_container_is_given_up_after_three_attempts(
         assert "giving up on subscription 1 interval 1 after 3 failures" in node.output()
     finally:
         bad.kill()
+
+
+# -- the configured address is probed at start -------------------------------------------------
+
+V1_TAIL = (
+    "; this node serves the seed-era (SDK v0.1) Coordinator only: set chain.coordinator_address to a v0.1 Coordinator"
+)
+
+
+@pytest.fixture
+def v1(w3: Web3, chain_contracts: dict[str, CompiledContract]) -> V1Deployment:
+    return deploy_v1_registry(w3, chain_contracts)
+
+
+def addressed(config: dict[str, Any], key: str, address: str) -> dict[str, Any]:
+    """``config`` with its chain section naming ``address`` under ``key`` only."""
+    chain = {name: value for name, value in config["chain"].items() if name != "coordinator_address"}
+    return {**config, "chain": {**chain, key: address}}
+
+
+def stderr_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize(
+    ("key", "target"),
+    [
+        ("registry_address", "registry"),
+        ("coordinator_address", "registry"),
+        ("coordinator_address", "v1 coordinator"),
+    ],
+)
+def test_a_v1_address_stops_the_node_with_one_line(
+    tmp_path: Path,
+    anvil_url: str,
+    deployment: Deployment,
+    v1: V1Deployment,
+    echo_service: ServiceProcess,
+    key: str,
+    target: str,
+) -> None:
+    address = v1.registry.address if target == "registry" else v1.coordinator.address
+    config = write_config(tmp_path, addressed(chain_config(anvil_url, deployment, echo_service), key, address))
+    port = str(free_port())
+    result = run_cli("--config", str(config), "--host", "127.0.0.1", "--port", port, "--log-level", "WARNING")
+    found = (
+        f"an Infernet v1 Registry (Coordinator {v1.coordinator.address})"
+        if target == "registry"
+        else "an Infernet v1 Coordinator"
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert stderr_lines(result) == [f"infernet-node: config: chain.{key} {address} is {found}{V1_TAIL}"]
+
+
+def test_registry_address_naming_a_v01_coordinator_still_serves(
+    tmp_path: Path, anvil_url: str, active_deployment: Deployment, echo_service: ServiceProcess
+) -> None:
+    deployment = active_deployment
+    config = addressed(
+        chain_config(anvil_url, deployment, echo_service), "registry_address", deployment.coordinator.address
+    )
+    with running_node(tmp_path, config) as node:
+        request_callback(deployment, b"alias")
+        (delivery,) = wait_deliveries(deployment, 1)
+    assert (delivery["subscription_id"], delivery["node"]) == (1, address_of(NODE_KEYS[0]))
+    assert container_output(delivery)["echo"] == b"alias".hex()
+    assert "is an Infernet v1" not in node.output()
+
+
+@pytest.mark.parametrize("command", ["register", "activate"])
+def test_register_against_a_v1_registry_exits_2_with_one_line(
+    tmp_path: Path, anvil_url: str, deployment: Deployment, v1: V1Deployment, echo_service: ServiceProcess, command: str
+) -> None:
+    key = NODE_KEYS[2]
+    nonce = deployment.w3.eth.get_transaction_count(address_of(key))
+    config = chain_config(anvil_url, deployment, echo_service, key)
+    path = write_config(tmp_path, addressed(config, "registry_address", v1.registry.address))
+    result = run_cli(command, "--config", str(path), "--log-level", "WARNING")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert stderr_lines(result) == [
+        f"infernet-node: config: chain.registry_address {v1.registry.address} is an Infernet v1 Registry"
+        f" (Coordinator {v1.coordinator.address}){V1_TAIL}"
+    ]
+    assert deployment.w3.eth.get_transaction_count(address_of(key)) == nonce  # nothing was sent

@@ -4,6 +4,8 @@
   tests/contracts/compile.js``), optionally caching the result in a directory, keyed on the
   sources, the script and the solc version.
 * :func:`deploy_contracts` deploys a fresh ``EIP712Coordinator`` and a ``Consumer`` bound to it;
+  :func:`deploy_v1_registry` deploys a ``Registry`` (the Infernet v1 address book) naming a
+  ``V1CoordinatorStub`` (what the protocol probe reads of a v1 Coordinator);
   :func:`send` signs a contract call locally with one of anvil's default keys and mines it.
 * :func:`register_and_activate`, :func:`increase_time`, :func:`mine`,
   :func:`set_next_block_timestamp` drive the node manager and the chain's clock.
@@ -51,6 +53,7 @@ __all__ = (
     "SUBSCRIPTION_FIELDS",
     "CompiledContract",
     "Deployment",
+    "V1Deployment",
     "address_of",
     "block_timestamp",
     "compile_contracts",
@@ -59,6 +62,7 @@ __all__ = (
     "delegated_request_body",
     "delegated_sub",
     "deploy_contracts",
+    "deploy_v1_registry",
     "increase_time",
     "interval_key",
     "mine",
@@ -125,6 +129,17 @@ class CompiledContract:
 
 
 @dataclass(frozen=True)
+class V1Deployment:
+    """A ``Registry`` (the Infernet v1 address book) and the ``V1CoordinatorStub`` it names."""
+
+    registry: Contract
+    coordinator: Contract
+    other: Contract
+    """A second ``V1CoordinatorStub``: the code-bearing stand-in for the Inbox, Reader, Fee and
+    WalletFactory (the probe only checks that READER and WALLET_FACTORY have code)."""
+
+
+@dataclass(frozen=True)
 class Deployment:
     """A fresh Coordinator (the EIP712Coordinator) and a Consumer bound to it."""
 
@@ -161,12 +176,7 @@ def compile_contracts(cache_dir: Path | None = None) -> dict[str, CompiledContra
     if cached is not None and cached.is_file():
         raw = cached.read_text()
     else:
-        done = subprocess.run(
-            ["node", str(COMPILE_SCRIPT)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"solc-js failed:\n{done.stderr}")
-        raw = done.stdout
+        raw = _node(str(COMPILE_SCRIPT))
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
             for stale in cached.parent.glob("contracts-*.json"):
@@ -174,6 +184,13 @@ def compile_contracts(cache_dir: Path | None = None) -> dict[str, CompiledContra
             cached.write_text(raw)
     contracts = json.loads(raw)["contracts"]
     return {name: CompiledContract(abi=c["abi"], bytecode=c["bytecode"]) for name, c in contracts.items()}
+
+
+def _node(*args: str) -> str:
+    done = subprocess.run(["node", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"solc-js failed:\n{done.stderr}")
+    return done.stdout
 
 
 def connect(rpc_url: str) -> Web3:
@@ -251,6 +268,30 @@ def deploy_contracts(
     coordinator = _deploy(w3, contracts["EIP712Coordinator"], key=key)
     consumer = _deploy(w3, contracts["Consumer"], coordinator.address, signer or address_of(SIGNER_KEY), key=key)
     return Deployment(w3=w3, coordinator=coordinator, consumer=consumer)
+
+
+def deploy_v1_registry(
+    w3: Web3, contracts: dict[str, CompiledContract], *, key: str = DEPLOYER_KEY, **addresses: str
+) -> V1Deployment:
+    """Deploy a ``V1CoordinatorStub`` as the Coordinator, another as everything else, and a
+    ``Registry`` naming them.
+
+    Args:
+        contracts: From :func:`compile_contracts`.
+        key: The deployer's key.
+        addresses: Replace a constructor argument of the Registry: ``coordinator``, ``inbox``,
+            ``reader``, ``fee`` or ``walletFactory`` (e.g. an address without code).
+    """
+    coordinator = _deploy(w3, contracts["V1CoordinatorStub"], key=key)
+    other = _deploy(w3, contracts["V1CoordinatorStub"], key=key)
+    names = ("coordinator", "inbox", "reader", "fee", "walletFactory")
+    unknown = set(addresses) - set(names)
+    if unknown:
+        raise TypeError(f"unknown Registry constructor arguments: {sorted(unknown)}")
+    defaults = {"coordinator": coordinator.address} | dict.fromkeys(names[1:], other.address)
+    args = [addresses.get(name, defaults[name]) for name in names]
+    registry = _deploy(w3, contracts["Registry"], *args, key=key)
+    return V1Deployment(registry=registry, coordinator=coordinator, other=other)
 
 
 def mine(w3: Web3) -> None:

@@ -3,7 +3,8 @@
 A node must be active before the Coordinator accepts its deliveries. Registration (anyone
 may register any address) starts a cooldown (3600 s on the seed-era Coordinator); after it
 the node itself activates. Both are one transaction from the node's wallet, with gas
-``min(100000, max_gas_limit)``.
+``min(100000, max_gas_limit)``, sent only after the configured address is found to be a
+seed-era (SDK v0.1) Coordinator (:mod:`.protocol`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Final
 from eth_abi import decode
 
 from ..config import NodeConfig, WalletConfig
+from ..errors import ConfigError
 from .coordinator import Coordinator
+from .protocol import address_key, probe_protocol, protocol_problem
 from .rpc import ChainError, Reverted, connect
 from .wallet import Wallet
 
@@ -40,11 +43,13 @@ async def register_node(config: NodeConfig) -> str:
     """Register the configured wallet as a node; return what happened, in a sentence.
 
     Raises:
+        ConfigError: The configured address is not a v0.1 Coordinator (one line says what it is).
         RegistrationError: The Coordinator refused (already registered or active).
         ChainError: The transaction could not be sent or was not mined.
     """
     wallet, coordinator = _connect(config)
     try:
+        await _check_protocol(config, coordinator)
         status, _ = await coordinator.node_info(wallet.address)
         if status != NodeStatus.INACTIVE:
             raise RegistrationError(f"node {wallet.address} is already {NodeStatus(status).name.lower()}")
@@ -62,11 +67,13 @@ async def activate_node(config: NodeConfig) -> str:
     """Activate the configured (registered) wallet; return what happened, in a sentence.
 
     Raises:
+        ConfigError: The configured address is not a v0.1 Coordinator (one line says what it is).
         RegistrationError: Not registered, or the cooldown is still running.
         ChainError: The transaction could not be sent or was not mined.
     """
     wallet, coordinator = _connect(config)
     try:
+        await _check_protocol(config, coordinator)
         status, _ = await coordinator.node_info(wallet.address)
         if status == NodeStatus.ACTIVE:
             return f"node {wallet.address} is already active"
@@ -92,6 +99,13 @@ def _connect(config: NodeConfig) -> tuple[Wallet, Coordinator]:
     w3 = connect(config.chain.rpc_url)
     wallet = Wallet(w3, wallet_config.private_key, max_gas_limit=wallet_config.max_gas_limit)
     return wallet, Coordinator(w3, config.coordinator)
+
+
+async def _check_protocol(config: NodeConfig, coordinator: Coordinator) -> None:
+    protocol = await probe_protocol(coordinator.w3, coordinator.address)
+    problem = protocol_problem(protocol, coordinator.address, address_key(config))
+    if problem is not None:
+        raise ConfigError(problem)
 
 
 async def _transact(wallet: Wallet, coordinator: Coordinator, calldata: bytes) -> None:

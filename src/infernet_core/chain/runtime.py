@@ -1,7 +1,12 @@
 """The node's chain side, assembled: RPC client, Coordinator, wallet, processor, listener.
 
-The node starts it in its task group; the listener and the processor then run until the node
-stops, each guarded so that no RPC failure, revert or timeout ends the node or its REST
+The node starts it in its task group. First the configured address is probed
+(:mod:`.protocol`): if it is anything but a seed-era (SDK v0.1) Coordinator -- an Infernet v1
+Registry, say -- the start fails with one line. If the RPC cannot be reached then, the node
+starts anyway and the check is made in the background, before the listener's snapshot; a
+mismatch found then is logged as an error and leaves the chain side idle (delegated
+subscriptions answer 503 with the line). The listener and the processor then run until the
+node stops, each guarded so that no RPC failure, revert or timeout ends the node or its REST
 server. Delegated subscriptions posted over REST are verified here, at admission, so a bad
 one gets a 400 at once (the reference node drops it silently later).
 """
@@ -17,13 +22,14 @@ from eth_utils import is_address, to_checksum_address
 
 from ..config import NodeConfig, WalletConfig
 from ..eip712 import delegate_digest, recover_signer
-from ..errors import AdmissionError, ChainUnavailable
+from ..errors import AdmissionError, ChainUnavailable, ConfigError
 from ..guardian import Guardian
 from ..models import DelegatedSubscriptionRequest
 from ..subscriptions import Subscription
 from .coordinator import ZERO_ADDRESS, Coordinator
 from .listener import SubscriptionListener
 from .processor import RunContainers, SubscriptionProcessor
+from .protocol import address_key, probe_protocol, protocol_problem
 from .rpc import ChainError, connect, retrying
 from .wallet import Wallet
 
@@ -61,6 +67,10 @@ class ChainRuntime:
             snapshot=chain.snapshot_sync,
             poll_period=period,
         )
+        self._key = address_key(config)
+        self._checked = False
+        self._problem: str | None = None
+        """Why the configured address cannot be served, once the check found it."""
 
     @property
     def address(self) -> str:
@@ -73,9 +83,47 @@ class ChainRuntime:
         return self.processor.pending_count
 
     async def start(self, task_group: TaskGroup) -> None:
-        """Start the listener and the processor in ``task_group``."""
+        """Check the configured address, then start the listener and the processor in
+        ``task_group``.
+
+        When the RPC cannot be reached (3 tries), the check is left to a background task,
+        which retries for as long as it takes and starts them only if the address passes.
+
+        Raises:
+            ConfigError: The address is not a v0.1 Coordinator (an Infernet v1 Registry, no
+                contract...); the message is one line saying what to configure.
+        """
+        try:
+            await self._check(attempts=3)
+        except ChainError as exc:
+            log.warning(
+                "cannot check %s %s now (%s); checking it in the background before following the chain",
+                self._key,
+                self.coordinator.address,
+                exc,
+            )
+            task_group.start_soon(self._check_then_run, task_group, name="chain address check")
+            return
+        if self._problem is not None:
+            raise ConfigError(self._problem)
+        self._run(task_group)
+
+    def _run(self, task_group: TaskGroup) -> None:
         task_group.start_soon(self.listener.run, name="chain listener")
         task_group.start_soon(self.processor.run, task_group, name="chain processor")
+
+    async def _check(self, attempts: int | None) -> None:
+        protocol = await probe_protocol(self.w3, self.coordinator.address, attempts=attempts)
+        self._problem = protocol_problem(protocol, self.coordinator.address, self._key)
+        self._checked = True
+
+    async def _check_then_run(self, task_group: TaskGroup) -> None:
+        await self._check(attempts=None)
+        if self._problem is not None:
+            log.error("%s", self._problem)
+            return
+        log.info("%s %s is a v0.1 Coordinator: following it", self._key, self.coordinator.address)
+        self._run(task_group)
 
     async def aclose(self) -> None:
         """Close the RPC client's connections."""
@@ -99,8 +147,14 @@ class ChainRuntime:
         Raises:
             AdmissionError: The owner is not an address, the signature is invalid, or it was
                 not made by the owner contract's ``signer()``.
-            ChainUnavailable: The RPC cannot be reached.
+            ChainUnavailable: The RPC cannot be reached, the configured address is not checked
+                yet, or it was found not to be a v0.1 Coordinator (the message says so).
         """
+        if self._problem is not None:
+            raise ChainUnavailable(self._problem)
+        if not self._checked:
+            address = self.coordinator.address
+            raise ChainUnavailable(f"Chain unavailable: {self._key} {address} is not checked yet (no RPC answer)")
         subscription = _subscription_of(request)
         signature = request.signature
         chain_id = await self._read(self.wallet.chain_id, "reading the chain id")
