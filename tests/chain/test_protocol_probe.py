@@ -24,6 +24,7 @@ from support.chain_kit import (
     V1Deployment,
     address_of,
     deploy_v1_registry,
+    unchecked_delegated_body,
 )
 from support.redis_server import free_port
 from web3 import AsyncWeb3, Web3
@@ -199,23 +200,7 @@ def registry_line(v1: V1Deployment, key: str = "registry_address") -> str:
     )
 
 
-DELEGATED = msgspec.convert(
-    {
-        "subscription": {
-            "owner": "0x" + "34" * 20,
-            "container_id": "echo",
-            "active_at": 0,
-            "frequency": 1,
-            "period": 0,
-            "redundancy": 1,
-            "max_gas_price": 1,
-            "max_gas_limit": 1,
-        },
-        "signature": {"nonce": 1, "expiry": 2**32 - 1, "v": 27, "r": 1, "s": 1},
-        "data": {},
-    },
-    DelegatedSubscriptionRequest,
-)
+DELEGATED = msgspec.convert(unchecked_delegated_body(), DelegatedSubscriptionRequest)
 
 
 @pytest.mark.parametrize("key", ["registry_address", "coordinator_address"])

@@ -61,7 +61,7 @@ class Recorder:
 
 
 class AsyncRecorder(Recorder):
-    async def __call__(self, payload: ContainerInput) -> Any:  # type: ignore[override]
+    async def __call__(self, payload: ContainerInput) -> Any:
         self.calls.append(payload)
         await anyio.sleep(0)
         return self.transform(payload.data)
@@ -468,7 +468,7 @@ async def test_record_status_creates_and_transitions() -> None:
 
         for status in ("running", "success", "failed"):
             with pytest.raises(InvalidTransition) as info:
-                await node.record_status("172.17.0.2", StatusUpdate(id="ext-1", status=status, containers=["a"]))  # type: ignore[arg-type]
+                await node.record_status("172.17.0.2", StatusUpdate(id="ext-1", status=status, containers=["a"]))
             assert info.value.params == {"id": "ext-1", "state": "success", "event": "StatusReported"}
         assert (await node.results("172.17.0.2", ["ext-1"]))[0].status == "success"
 

@@ -47,6 +47,7 @@ from support.chain_kit import (
     increase_time,
     send,
     sign_delegated,
+    unchecked_delegated_body,
 )
 from web3 import Web3
 
@@ -115,7 +116,7 @@ def container_output(delivery: dict[str, Any]) -> Any:
 
 def request_callback(
     deployment: Deployment, inputs: bytes, *, redundancy: int = 1, max_gas_price: int = HIGH_GAS_PRICE
-):  # type: ignore[no-untyped-def]
+):
     call = deployment.consumer.functions.requestCallback("echo", inputs, max_gas_price, GAS_LIMIT, redundancy)
     return send(deployment.w3, call, DEPLOYER_KEY)
 
@@ -419,21 +420,7 @@ def test_unreachable_rpc_never_stops_the_node(tmp_path: Path, echo_service: Serv
         assert wait_done(http, job_id)["status"] == "success"
         info = http.get("/info").json()
         assert info["chain"] == {"enabled": True, "address": address_of(NODE_KEYS[0])}
-        body = {
-            "subscription": {
-                "owner": "0x" + "34" * 20,
-                "container_id": "echo",
-                "active_at": 0,
-                "frequency": 1,
-                "period": 0,
-                "redundancy": 1,
-                "max_gas_price": 1,
-                "max_gas_limit": 1,
-            },
-            "signature": {"nonce": 1, "expiry": 2**32 - 1, "v": 27, "r": 1, "s": 1},
-            "data": {},
-        }
-        response = http.post("/api/jobs", json=body)
+        response = http.post("/api/jobs", json=unchecked_delegated_body())
         assert response.status_code == 503
         assert response.json()["error"].startswith("Chain unavailable")
         time.sleep(1.0)

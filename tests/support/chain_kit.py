@@ -61,6 +61,7 @@ __all__ = (
     "delegate_key",
     "delegated_request_body",
     "delegated_sub",
+    "unchecked_delegated_body",
     "deploy_contracts",
     "deploy_v1_registry",
     "increase_time",
@@ -251,7 +252,7 @@ def _deploy(w3: Web3, compiled: CompiledContract, *args: Any, key: str = DEPLOYE
     tx = factory.constructor(*args).build_transaction(
         {"from": sender, "nonce": w3.eth.get_transaction_count(sender, "pending")}
     )
-    receipt = _send_raw(w3, tx, key)  # type: ignore[arg-type]
+    receipt = _send_raw(w3, tx, key)
     return w3.eth.contract(address=receipt["contractAddress"], abi=compiled.abi)
 
 
@@ -438,6 +439,26 @@ def sign_delegated(
     message = _typed_message(chain_id, coordinator_address, sub_fields, nonce, expiry)
     signed = Account.sign_typed_data(signer_key, full_message=message)
     return signed.v, signed.r, signed.s
+
+
+def unchecked_delegated_body() -> dict[str, Any]:
+    """A well-formed DelegatedSubscriptionRequest body that no check past parsing would pass
+    (a made-up owner, a signature that recovers nobody): for paths that must answer before
+    any signature is checked, such as a chain side that is down or not checked yet."""
+    return {
+        "subscription": {
+            "owner": "0x" + "34" * 20,
+            "container_id": "echo",
+            "active_at": 0,
+            "frequency": 1,
+            "period": 0,
+            "redundancy": 1,
+            "max_gas_price": 1,
+            "max_gas_limit": 1,
+        },
+        "signature": {"nonce": 1, "expiry": 2**32 - 1, "v": 27, "r": 1, "s": 1},
+        "data": {},
+    }
 
 
 def delegated_request_body(
