@@ -49,5 +49,7 @@ def error_body(error: InfernetError) -> dict[str, Any]:
 
 
 def error_response(error: InfernetError, headers: list[tuple[bytes, bytes]] | None = None) -> JSONResponse:
-    """The error's body with the error's HTTP status."""
+    """The error's body with the error's HTTP status (and ``Retry-After`` when it has one)."""
+    if error.retry_after is not None:
+        headers = [*(headers or ()), (b"retry-after", str(error.retry_after).encode("ascii"))]
     return JSONResponse(error_body(error), status=error.status_hint, headers=headers)

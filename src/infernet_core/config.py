@@ -120,6 +120,9 @@ class ServerConfig(_Config, frozen=True):
     host: str = "0.0.0.0"
     rate_limit: RateLimitConfig | None = None
     max_body_bytes: Annotated[int, msgspec.Meta(gt=0)] = 1 << 20
+    max_pending: Annotated[int, msgspec.Meta(gt=0)] = 10_000
+    """Off-chain jobs this node runs or queues for a container at once; more are answered
+    503 with ``Retry-After`` (backpressure, not collapse). A pending job costs a few KiB."""
     trusted_proxies: list[str] = []
     """Peers (CIDR) whose ``X-Forwarded-For`` header names the real client."""
     local_networks: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_LOCAL_NETWORKS))

@@ -14,6 +14,7 @@ match on message text::
      ├── AdmissionError         job.rejected             400  (guardian rules)
      ├── InvalidTransition      job.invalid_transition   409  (job state machine)
      ├── NodeNotRunning         node.not_running         503
+     ├── Overloaded             node.overloaded          503  (server.max_pending reached)
      ├── StoreUnavailable       store.unavailable        503  (result store down)
      ├── ChainUnavailable       chain.unavailable        503  (RPC unreachable)
      ├── ContainerFailure       container.failed         (inside the pipeline only)
@@ -36,6 +37,7 @@ __all__ = (
     "InvalidTransition",
     "NodeNotRunning",
     "NotFound",
+    "Overloaded",
     "PayloadTooLarge",
     "StoreUnavailable",
 )
@@ -51,6 +53,8 @@ class InfernetError(Exception):
 
     code: ClassVar[str] = "infernet.error"
     status_hint: ClassVar[int] = 500
+    retry_after: int | None = None
+    """Seconds after which a retry may succeed (an HTTP ``Retry-After``), if the error says."""
 
     def __init__(self, message: str, params: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -114,6 +118,17 @@ class NodeNotRunning(InfernetError):
 
     code = "node.not_running"
     status_hint = 503
+
+
+class Overloaded(InfernetError):
+    """The node has ``server.max_pending`` jobs pending: try again in ``retry_after`` seconds."""
+
+    code = "node.overloaded"
+    status_hint = 503
+
+    def __init__(self, message: str, params: dict[str, Any] | None = None, retry_after: int = 1) -> None:
+        super().__init__(message, params)
+        self.retry_after = retry_after
 
 
 class StoreUnavailable(InfernetError):

@@ -23,7 +23,15 @@ from .containers.docker import DockerManager
 from .containers.http import HttpContainer
 from .containers.local import ContainerFunction, LocalContainer, Resources
 from .dispatch import AfterRun, Dispatcher, LocalDispatcher
-from .errors import BadRequest, ConfigError, InfernetError, InvalidTransition, NodeNotRunning, StoreUnavailable
+from .errors import (
+    BadRequest,
+    ConfigError,
+    InfernetError,
+    InvalidTransition,
+    NodeNotRunning,
+    Overloaded,
+    StoreUnavailable,
+)
 from .guardian import ContainerRules, Guardian
 from .jobs import Job, JobAborted, StatusReported, apply, new_job
 from .models import (
@@ -262,6 +270,7 @@ class Node:
         Raises:
             AdmissionError: The guardian refused the request.
             NodeNotRunning: The node is not started or is stopping.
+            Overloaded: ``server.max_pending`` jobs are pending here (503, ``Retry-After``).
         """
         self._require_running()
         if isinstance(request, DelegatedSubscriptionRequest):
@@ -273,6 +282,7 @@ class Node:
             await chain.admit_delegated(request)
             return None
         self._guardian.check_job(request, client)
+        self._check_room()
         job = new_job(str(uuid.uuid4()), client, request.containers, created_at=time.time())
         await self.store.put(job, request)
         try:
@@ -324,11 +334,13 @@ class Node:
             BadRequest: ``request`` is a delegated subscription (only jobs stream).
             AdmissionError: The guardian refused the request.
             NodeNotRunning: The node is not started or is stopping.
+            Overloaded: ``server.max_pending`` jobs are pending here.
         """
         self._require_running()
         if not isinstance(request, JobRequest):
             raise BadRequest(STREAM_ONLY_OFFCHAIN)
         self._guardian.check_job(request, client)
+        self._check_room()
         container = self._clients[request.containers[0]]
         job = new_job(str(uuid.uuid4()), client, [container.info.id], created_at=time.time())
         await self.store.put(job)
@@ -409,6 +421,12 @@ class Node:
         if not self._accepting or self._task_group is None:
             raise NodeNotRunning("Node is not running")
         return self._task_group
+
+    def _check_room(self) -> None:
+        """Refuse a new job while ``server.max_pending`` jobs are pending here."""
+        limit = self.config.server.max_pending
+        if self._running_jobs >= limit:
+            raise Overloaded("Too many pending jobs", {"pending": self._running_jobs, "max_pending": limit})
 
     def _spawn(self, job: Job, request: JobRequest | None, interrupted: bool, after: AfterRun | None) -> None:
         self._start_job(functools.partial(self._execute, job, request, interrupted, after))
