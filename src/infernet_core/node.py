@@ -12,7 +12,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import anyio
-import httpx
 from anyio.abc import TaskGroup
 
 from . import __version__
@@ -21,6 +20,7 @@ from .config import NodeConfig
 from .containers.base import ContainerClient
 from .containers.docker import DockerManager
 from .containers.http import HttpContainer
+from .containers.http_pool import HttpPool
 from .containers.local import ContainerFunction, LocalContainer, Resources
 from .dispatch import AfterRun, Dispatcher, LocalDispatcher
 from .errors import (
@@ -112,7 +112,7 @@ class Node:
         self._clients: dict[str, ContainerClient] = {}
         self._docker: DockerManager | None = None
         self._guardian = Guardian({})
-        self._http: httpx.AsyncClient | None = None
+        self._http: HttpPool | None = None
         self._chain: ChainRuntime | None = None
         self._accepting = False
         self._running_jobs = 0
@@ -167,10 +167,7 @@ class Node:
         managed = self.config.manage_containers and bool(self.config.containers)
         docker = DockerManager.from_config(self.config) if managed else None
         await self.store.open()
-        self._http = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
-            trust_env=False,
-        )
+        self._http = HttpPool(max_idle=64)
         clients: dict[str, ContainerClient] = {c.id: HttpContainer(c, self._http) for c in self.config.containers}
         if docker is not None:
             clients = {cid: docker.wrap(client) for cid, client in clients.items()}
