@@ -21,8 +21,8 @@ from .errors import (  # noqa: E402
     InfernetError,
     InvalidTransition,
     NodeNotRunning,
-    Overloaded,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
     StoreUnavailable,
 )

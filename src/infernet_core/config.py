@@ -227,8 +227,9 @@ class StoreConfig(_Config, frozen=True):
     max_finished: Annotated[int, msgspec.Meta(gt=0)] | None = None
     """Finished results kept, oldest dropped first; ``None`` is unbounded (the memory store
     caps itself at 100,000)."""
-    claim_idle: PositiveFloat = 30.0
-    """Redis: seconds without a heartbeat after which another replica takes over a job."""
+    claim_idle: PositiveFloat = 15.0
+    """Redis: seconds a replica's lease lasts; a thread of its own renews it every fifth of
+    that, and once it has expired (the replica died) a survivor takes over its jobs."""
 
 
 class NodeConfig(_Config, frozen=True):

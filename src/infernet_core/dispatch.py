@@ -1,31 +1,26 @@
 """Dispatchers: how an accepted job reaches the node that runs it.
 
 A job is stored first, then dispatched. The :class:`LocalDispatcher` runs it in this
-node's task group at once. A shared dispatcher (Redis streams) puts it on a queue that every
-replica reads, so that any replica may run it and a surviving one takes over the jobs of a
-replica that died. Either way the dispatcher hands the job back to the node with
-``spawn(job, request, interrupted, after)``; ``interrupted`` is true for a job whose first
-run was cut short, which the node fails or runs again as configured, and ``after`` is
-awaited once the job's result is stored (to acknowledge it on a queue).
+node's task group at once; so does the Redis lease dispatcher, which also recovers the jobs
+of replicas that died (those whose lease in Redis expired). Either way the dispatcher hands
+the job to the node with ``spawn(job, request, interrupted)``; ``interrupted`` is true for a
+job whose first run was cut short, which the node fails or runs again as configured.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from anyio.abc import TaskGroup
 
 from .jobs import Job
 from .models import JobRequest
 
-__all__ = ("AfterRun", "Dispatcher", "LocalDispatcher", "Spawn")
+__all__ = ("Dispatcher", "LocalDispatcher", "Spawn")
 
-AfterRun = Callable[[], Awaitable[None]]
-"""Awaited once a spawned job's result is stored (not when the node stops mid-run)."""
-
-Spawn = Callable[[Job, JobRequest | None, bool, AfterRun | None], None]
-"""``spawn(job, request, interrupted, after)``: start running the job in the node's task
+Spawn = Callable[[Job, JobRequest | None, bool], None]
+"""``spawn(job, request, interrupted)``: start running the job in the node's task
 group, at once and without waiting for it; its result is stored, never raised."""
 
 
@@ -40,11 +35,11 @@ class Dispatcher(ABC):
     async def dispatch(self, job: Job, request: JobRequest) -> None:
         """Hand over an accepted job that is already stored as running.
 
-        When this returns, the job will run even if this node dies (for dispatchers that
-        promise it).
+        When this returns, the job has started here or will run elsewhere; a dispatcher
+        that recovers jobs (Redis) ends it even if this node dies.
 
         Raises:
-            StoreUnavailable: The queue cannot be reached.
+            StoreUnavailable: A shared dispatcher's service cannot be reached.
         """
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, a no-op by default
@@ -63,4 +58,4 @@ class LocalDispatcher(Dispatcher):
     async def dispatch(self, job: Job, request: JobRequest) -> None:
         if self._spawn is None:
             raise RuntimeError("dispatcher not started")
-        self._spawn(job, request, False, None)
+        self._spawn(job, request, False)

@@ -7,7 +7,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -22,7 +22,7 @@ from .containers.docker import DockerManager
 from .containers.http import HttpContainer
 from .containers.http_pool import HttpPool
 from .containers.local import ContainerFunction, LocalContainer, Resources
-from .dispatch import AfterRun, Dispatcher, LocalDispatcher
+from .dispatch import Dispatcher, LocalDispatcher
 from .errors import (
     BadRequest,
     ConfigError,
@@ -86,7 +86,8 @@ class Node:
         store: Where jobs are kept; by default the store ``config.store`` names (an
             in-memory one unless it names sqlite or Redis).
         dispatcher: How accepted jobs reach a runner; by default the one that goes with
-            the store (Redis streams for Redis, else this node's own task group).
+            the store (this node's own task group; for Redis, with recovery of the jobs
+            of replicas whose lease expired).
         containers: Extra containers (in-process ones, say) beside those in ``config``.
     """
 
@@ -116,6 +117,9 @@ class Node:
         self._chain: ChainRuntime | None = None
         self._accepting = False
         self._running_jobs = 0
+        self._admitting = 0
+        """Jobs between admission and their start (being stored): they count against
+        ``server.max_pending`` too, or a burst would pass the check all at once."""
         self._idle = anyio.Event()
         self._idle.set()
 
@@ -197,7 +201,7 @@ class Node:
                 await docker.start()
                 self._task_group.start_soon(docker.monitor)
             for job, request in await self.store.interrupted():
-                self._spawn(job, request, True, None)
+                self._spawn(job, request, True)
             await self.dispatcher.start(self._task_group, self._spawn)
             if self._chain is not None:
                 await self._chain.start(self._task_group)
@@ -279,17 +283,18 @@ class Node:
             await chain.admit_delegated(request)
             return None
         self._guardian.check_job(request, client)
-        self._check_room()
-        job = new_job(str(uuid.uuid4()), client, request.containers, created_at=time.time())
-        await self.store.put(job, request)
-        try:
-            await self.dispatcher.dispatch(job, request)
-        except StoreUnavailable as exc:
-            # The client gets a 503 and no id; don't leave the stored job looking alive.
-            failed = apply(job, JobAborted(container="", reason=f"not dispatched: {exc.message}"), now=time.time())
-            with contextlib.suppress(StoreUnavailable):
-                await self.store.put(failed)
-            raise
+        with self._room():
+            job = new_job(str(uuid.uuid4()), client, request.containers, created_at=time.time())
+            await self.store.put(job, request)
+            try:
+                await self.dispatcher.dispatch(job, request)
+            except StoreUnavailable as exc:
+                # The client gets a 503 and no id; don't leave the stored job looking alive.
+                reason = f"not dispatched: {exc.message}"
+                failed = apply(job, JobAborted(container="", reason=reason), now=time.time())
+                with contextlib.suppress(StoreUnavailable):
+                    await self.store.put(failed)
+                raise
         return job.id
 
     async def submit_batch(self, requests: Sequence[ComputeRequest | InfernetError], client: str) -> list[BatchEntry]:
@@ -337,21 +342,21 @@ class Node:
         if not isinstance(request, JobRequest):
             raise BadRequest(STREAM_ONLY_OFFCHAIN)
         self._guardian.check_job(request, client)
-        self._check_room()
         container = self._clients[request.containers[0]]
-        job = new_job(str(uuid.uuid4()), client, [container.info.id], created_at=time.time())
-        await self.store.put(job)
-        stream = JobStream(job)
-        self._start_job(
-            functools.partial(
-                stream.pump,
-                container,
-                request.data,
-                timeout=self.config.stream_timeout,
-                store=self._store_result,
-                stopped_reason=STOPPED_REASON,
+        with self._room():
+            job = new_job(str(uuid.uuid4()), client, [container.info.id], created_at=time.time())
+            await self.store.put(job)
+            stream = JobStream(job)
+            self._start_job(
+                functools.partial(
+                    stream.pump,
+                    container,
+                    request.data,
+                    timeout=self.config.stream_timeout,
+                    store=self._store_result,
+                    stopped_reason=STOPPED_REASON,
+                )
             )
-        )
         return stream
 
     async def resources(self, model_id: str | None = None) -> dict[str, Any]:
@@ -419,14 +424,22 @@ class Node:
             raise NodeNotRunning("Node is not running")
         return self._task_group
 
-    def _check_room(self) -> None:
-        """Refuse a new job while ``server.max_pending`` jobs are pending here."""
+    @contextlib.contextmanager
+    def _room(self) -> Iterator[None]:
+        """Hold a place for one new job while it is stored and started; refuse it while
+        ``server.max_pending`` jobs are pending (or being admitted) here."""
         limit = self.config.server.max_pending
-        if self._running_jobs >= limit:
-            raise Overloaded("Too many pending jobs", {"pending": self._running_jobs, "max_pending": limit})
+        pending = self._running_jobs + self._admitting
+        if pending >= limit:
+            raise Overloaded("Too many pending jobs", {"pending": pending, "max_pending": limit})
+        self._admitting += 1
+        try:
+            yield
+        finally:
+            self._admitting -= 1
 
-    def _spawn(self, job: Job, request: JobRequest | None, interrupted: bool, after: AfterRun | None) -> None:
-        self._start_job(functools.partial(self._execute, job, request, interrupted, after))
+    def _spawn(self, job: Job, request: JobRequest | None, interrupted: bool) -> None:
+        self._start_job(functools.partial(self._execute, job, request, interrupted))
 
     def _start_job(self, run: Callable[[], Awaitable[None]]) -> None:
         """Run ``run()`` in the task group, counted as a running job (for a stopping node's
@@ -447,7 +460,7 @@ class Node:
             if self._running_jobs == 0:
                 self._idle.set()
 
-    async def _execute(self, job: Job, request: JobRequest | None, interrupted: bool, after: AfterRun | None) -> None:
+    async def _execute(self, job: Job, request: JobRequest | None, interrupted: bool) -> None:
         """Run one job to a terminal state and store it; never raises (but for cancellation).
 
         An interrupted job (its node died mid-run) is failed, or run again when the config
@@ -458,11 +471,6 @@ class Node:
         else:
             job = await self._run_pipeline(job, request)
         await self._store_result(job)
-        if after is not None:
-            try:
-                await after()
-            except Exception:
-                log.exception("could not acknowledge job %s", job.id)
 
     async def _run_pipeline(self, job: Job, request: JobRequest) -> Job:
         try:

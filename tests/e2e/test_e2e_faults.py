@@ -5,8 +5,10 @@
   and ends in a terminal state after a restart on the same file (failed with the stopped
   reason, or run again with ``rerun_interrupted``); results finished before stay readable.
 * Two replicas on one Redis behave as one node (results, listings, ``/info`` pending counts,
-  ``PUT /api/status``), and when one is killed under load every accepted id ends in a
-  terminal state through the survivor.
+  ``PUT /api/status``); each job runs once, on the replica that accepted it, and nothing is
+  taken over while both live. When one is killed under load, every accepted id ends in a
+  terminal state through the survivor within ``claim_idle`` and a few seconds (the survivor
+  takes over the dead replica's jobs once its lease expires).
 * Redis stopped and restarted under a running node: the node answers 503 with a JSON error
   while it is down (``/health`` still answers, the process lives on), and serves again once
   it is back on the same port, without being restarted.
@@ -23,6 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +54,8 @@ SLOW = 2.0
 SLOWISH = 0.3
 """Seconds the ``slowish`` service takes, for the load on two replicas."""
 STOPPED = {"container": "", "error": STOPPED_REASON}
+CLAIM_IDLE = 1.0
+"""``store.claim_idle`` of the replica tests: seconds a dead replica's lease lasts."""
 """The ``result`` of a job whose node stopped (or died) while running it."""
 
 
@@ -144,6 +149,11 @@ def wait_all_done(http: httpx.Client, ids: list[str], timeout: float) -> dict[st
     return results
 
 
+def logged_at(line: str) -> float:
+    """The time (epoch seconds) of a node's log line, from its ``%(asctime)s`` (local time)."""
+    return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
 def node_config(services: dict[str, ServiceProcess], store: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {
         "manage_containers": False,
@@ -217,7 +227,7 @@ def test_sqlite_kill9_then_restart_ends_every_accepted_job(
 def test_two_replicas_on_redis_behave_as_one_node(
     tmp_path: Path, services: dict[str, ServiceProcess], procs: Processes, redis_url: str
 ) -> None:
-    config = node_config(services, redis_store(redis_url, claim_idle=1))
+    config = node_config(services, redis_store(redis_url, claim_idle=CLAIM_IDLE))
     a, b = procs.node(tmp_path, config), procs.node(tmp_path, config)
     with a.client() as via_a, b.client() as via_b, b.client(CLIENT_B) as other_via_b:
         # Submitted through A: readable and listed through B by the same client, not by another.
@@ -252,6 +262,10 @@ def test_two_replicas_on_redis_behave_as_one_node(
         assert {r["status"] for r in results.values()} == {"success"}
         assert via_a.get("/info").json()["pending"]["offchain"] == 0
     assert len(services["slow"].calls_tagged(marker)) == 5  # each ran once, on one replica or the other
+    for node in (a, b):
+        output = node.output()
+        assert "took over job" not in output, output[-3000:]  # nothing is taken from a live replica
+        assert "lease of replica" not in output or "had expired" not in output, output[-3000:]
     assert a.stop() == 0, a.output()
     assert b.stop() == 0, b.output()
 
@@ -265,7 +279,7 @@ THREADS_PER_REPLICA = 2
 def test_replica_killed_under_load_every_accepted_job_ends_on_the_survivor(
     tmp_path: Path, services: dict[str, ServiceProcess], procs: Processes, redis_url: str, rerun: bool
 ) -> None:
-    config = node_config(services, redis_store(redis_url, claim_idle=1), rerun_interrupted=rerun)
+    config = node_config(services, redis_store(redis_url, claim_idle=CLAIM_IDLE), rerun_interrupted=rerun)
     survivor, victim = procs.node(tmp_path, config), procs.node(tmp_path, config)
     accepted: list[tuple[str, str]] = []  # (job id, replica that returned it)
     refused: list[int] = []
@@ -305,6 +319,7 @@ def test_replica_killed_under_load_every_accepted_job_ends_on_the_survivor(
         time.sleep(KILL_AFTER)
         victim_killed.set()
         assert kill9(victim) == -signal.SIGKILL
+        killed_at, killed_wall = time.monotonic(), time.time()
         time.sleep(LOAD_SECONDS - KILL_AFTER)
     finally:
         stop.set()
@@ -318,6 +333,12 @@ def test_replica_killed_under_load_every_accepted_job_ends_on_the_survivor(
     assert len(set(ids)) == len(ids)
 
     with survivor.client() as http:
+        if not rerun:
+            # Failed at once when taken over: the victim's jobs end within claim_idle (its
+            # lease expiring) and a few seconds of the kill.
+            wait_all_done(http, [job_id for job_id, who in accepted if who == "victim"], timeout=CLAIM_IDLE + 4)
+            assert time.monotonic() - killed_at < CLAIM_IDLE + 4
+        # Every accepted id ends; reruns queue behind the survivor's own backlog of the load.
         results = wait_all_done(http, ids, timeout=30)
     outcomes: dict[str, int] = {}
     for job_id in ids:
@@ -329,14 +350,25 @@ def test_replica_killed_under_load_every_accepted_job_ends_on_the_survivor(
         else:
             assert result["status"] == "failed" and result["result"] == STOPPED, result
             outcomes["stopped"] = outcomes.get("stopped", 0) + 1
-    # The victim was running jobs when it died, and the survivor took them over.
+    # The victim was running jobs when it died, and the survivor took them over (each once)
+    # within claim_idle and a few seconds of the kill.
     output = survivor.output()
-    assert "took over job" in output, output[-3000:]
+    taken = [line for line in output.splitlines() if "took over job" in line]
+    assert taken, output[-3000:]
+    own = {job_id for job_id, who in accepted if who == "survivor"}
+    taken_ids = [line.split("took over job ", 1)[1].split()[0] for line in taken]
+    # (The victim may have stored a job whose id it died before returning: taken over too.)
+    assert len(taken_ids) == len(set(taken_ids)) and own.isdisjoint(taken_ids)
+    last_taken = max(logged_at(line) for line in taken) - killed_wall
+    assert last_taken < CLAIM_IDLE + 3, last_taken
     if not rerun:
         assert outcomes.get("stopped", 0) > 0, (outcomes, by_replica)
     assert survivor.proc.poll() is None
     assert survivor.stop() == 0, output[-3000:]
-    print(f"accepted {by_replica}, outcomes {outcomes}, refused {len(refused)}")
+    print(
+        f"accepted {by_replica}, outcomes {outcomes}, refused {len(refused)},"
+        f" the last take-over {last_taken:.1f}s after the kill"
+    )
 
 
 # -- Redis stopped and restarted under a running node -------------------------------------------------

@@ -1,15 +1,19 @@
-"""Many replicas on one Redis: nodes sharing the store and the job stream behave as one node,
-and the jobs of a replica that dies are taken over by a survivor.
+"""Many replicas on one Redis: nodes sharing the store behave as one node, each runs the jobs
+it accepts (once), and the jobs of a replica whose lease expired are taken over by exactly
+one survivor.
 
 Replicas are Nodes in this process (each with its own RedisBackend, so its own connection
-pool and consumer), except in the SIGKILL test, where one is a separate process
-(``replica.py``). ``claim_idle`` is 1 s throughout, so a take-over happens within ~1.5 s.
+pool, replica id and lease thread), except in the SIGKILL test, where one is a separate
+process (``replica.py``). ``claim_idle`` is 1 s throughout (the lease is renewed every
+0.2 s, expired leases are looked for every 0.25 s), so a take-over happens within ~1.5 s.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,15 +24,14 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from anyio.abc import TaskGroup
-from support.redis_server import start_redis, stop_redis
+from support.redis_server import free_port, start_redis, stop_redis
 
 from infernet_asgi import InfernetApp
 from infernet_core import ContainerInput, JobRequest, Node, NodeConfig
-from infernet_core.dispatch import AfterRun
-from infernet_core.errors import NodeNotRunning, StoreUnavailable
-from infernet_core.jobs import Job, new_job
+from infernet_core.errors import StoreUnavailable
+from infernet_core.jobs import Job, JobAborted, apply, new_job
 from infernet_core.node import STOPPED_REASON
-from infernet_core.stores.redis import RedisBackend, RedisStreamDispatcher
+from infernet_core.stores.redis import RedisBackend, RedisLeaseDispatcher
 
 pytestmark = pytest.mark.anyio
 
@@ -36,16 +39,16 @@ BackendFactory = Callable[..., RedisBackend]
 """The ``make_backend`` fixture (tests/redis/conftest.py)."""
 
 CLAIM_IDLE = 1.0
-STREAM = "infernet:jobs"
-GROUP = "infernet:nodes"
+PREFIX = "infernet"
 REPLICA = Path(__file__).resolve().parent / "replica.py"
 
 
 class Replica:
-    """A Node on a RedisBackend, with in-process containers that record where they ran.
+    """A Node on a RedisBackend, with in-process containers that record what they ran.
 
     Containers: ``echo`` (returns its data), ``slow`` (sleeps ``data["sleep"] * pace`` seconds,
-    then returns its data), ``gated`` (waits for ``gate``, then returns its data).
+    then returns its data), ``gated`` (waits for ``gate``, then returns its data), ``busy``
+    (keeps the event loop busy, without awaiting, for ``data["busy"]`` seconds).
     """
 
     def __init__(
@@ -55,7 +58,8 @@ class Replica:
         self.runs: list[tuple[str, Any]] = []
         self.started = anyio.Event()
         config = NodeConfig(shutdown_grace=0.2, rerun_interrupted=rerun)
-        self.node = Node(config, store=backend.store, dispatcher=backend.dispatcher(claim_idle=CLAIM_IDLE))
+        self.dispatcher = backend.dispatcher(claim_idle=CLAIM_IDLE)
+        self.node = Node(config, store=backend.store, dispatcher=self.dispatcher)
         self.app = InfernetApp(self.node)
 
         @self.node.container("echo")
@@ -75,6 +79,14 @@ class Replica:
             self.runs.append(("gated", payload.data))
             self.started.set()
             await gate.wait()
+            return payload.data
+
+        @self.node.container("busy")
+        async def busy(payload: ContainerInput) -> Any:
+            self.runs.append(("busy", payload.data))
+            end = time.monotonic() + float(payload.data["busy"])
+            while time.monotonic() < end:  # holds the event loop (and the GIL, but for switches)
+                pass
             return payload.data
 
     def client(self, address: str = "::1") -> httpx.AsyncClient:
@@ -100,7 +112,7 @@ def replica(make_backend: BackendFactory, gate: anyio.Event) -> ReplicaFactory:
 
 @pytest.fixture
 async def raw(redis_url_clean: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url_clean)
+    client = aioredis.Redis.from_url(redis_url_clean, decode_responses=True)
     yield client
     await client.aclose()
 
@@ -126,10 +138,18 @@ async def wait_status(node: Node, client: str, job_id: str, timeout: float = 5.0
     return result
 
 
-async def stream_is_empty(raw: aioredis.Redis) -> bool:
-    if await raw.xlen(STREAM):
-        return False
-    return (await raw.xpending(STREAM, GROUP))["pending"] == 0
+async def owned_jobs(raw: aioredis.Redis) -> dict[str, set[str]]:
+    """Every replica's running set: replica id -> the ``{tag}\\n{id}`` it owns."""
+    sets = [key async for key in raw.scan_iter(match=f"{PREFIX}:running:*")]
+    return {key.rsplit(":", 1)[1]: set(await raw.smembers(key)) for key in sets}
+
+
+async def nothing_owned(raw: aioredis.Redis) -> bool:
+    return not any((await owned_jobs(raw)).values()) and not await raw.keys(f"{PREFIX}:meta:*")
+
+
+async def registry(raw: aioredis.Redis) -> set[str]:
+    return set(await raw.smembers(f"{PREFIX}:replicas"))
 
 
 class Cluster:
@@ -183,6 +203,44 @@ async def running(*replicas: Replica) -> AsyncIterator[None]:
         yield
 
 
+class Spawned:
+    """A ``spawn`` that records what it is handed and runs nothing."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Job, JobRequest | None, bool]] = []
+
+    def __call__(self, job: Job, request: JobRequest | None, interrupted: bool) -> None:
+        self.calls.append((job, request, interrupted))
+
+
+def some_job(n: int, client: str = "::1", container: str = "echo") -> tuple[Job, JobRequest]:
+    request = JobRequest(containers=[container], data={"n": n})
+    return new_job(f"job-{n}", client, request.containers, created_at=0.0), request
+
+
+async def dead_replica(backend: RedisBackend, jobs: list[tuple[Job, JobRequest]]) -> str:
+    """A replica that accepted ``jobs`` (stored them, as a node would) and then died: its
+    lease is no longer renewed and it never stops cleanly. Returns its id."""
+    await backend.store.open()
+    dispatcher = backend.dispatcher(claim_idle=CLAIM_IDLE)
+    spawned = Spawned()
+    async with anyio.create_task_group() as tg:
+        await dispatcher.start(tg, spawned)
+        for job, request in jobs:
+            await backend.store.put(job, request)
+            await dispatcher.dispatch(job, request)
+        assert dispatcher.lease is not None and dispatcher.replica is not None
+        await anyio.to_thread.run_sync(dispatcher.lease.stop)  # dies: no renewal, no clean stop
+        tg.cancel_scope.cancel()
+    dead = dispatcher.replica
+    assert [call[2] for call in spawned.calls] == [False] * len(jobs)  # it ran them itself, at once
+    # Forget it without a clean stop (which would delete its lease): only its pool is closed.
+    dispatcher.replica = dispatcher.lease = None
+    backend.replica = None
+    await dispatcher.aclose()
+    return dead
+
+
 # -- one node to clients --------------------------------------------------------------------------
 
 
@@ -206,9 +264,14 @@ async def test_a_job_submitted_through_a_is_readable_through_b(replica: ReplicaF
         # Scoping holds across replicas: another client sees nothing.
         assert (await stranger.get("/api/jobs")).json() == []
         assert (await stranger.get("/api/jobs", params={"id": ids[0]})).json() == []
-        # Every job ran exactly once, on one replica or the other.
-        assert sorted(data["n"] for _, data in a.runs + b.runs) == list(range(6))
-        await eventually(lambda: stream_is_empty(raw))
+        # Every job ran exactly once, on the replica that accepted it.
+        assert a.runs == [("echo", {"n": n}) for n in range(6)]
+        assert b.runs == []
+        assert await nothing_owned(raw)
+        assert await registry(raw) == {a.dispatcher.replica, b.dispatcher.replica}
+    # A clean stop deletes the lease and leaves the registry.
+    assert await raw.keys(f"{PREFIX}:lease:*") == []
+    assert await registry(raw) == set()
 
 
 async def test_pending_counts_and_status_are_cluster_wide(
@@ -223,6 +286,9 @@ async def test_pending_counts_and_status_are_cluster_wide(
         for via in (via_a, via_b):
             assert (await via.get("/info")).json()["pending"]["offchain"] == 3
             assert (await via.get("/api/jobs", params={"pending": "true"})).json() == ids
+        assert a.dispatcher.replica is not None
+        owned = await owned_jobs(raw)
+        assert {m.split("\n")[1] for m in owned[a.dispatcher.replica]} == set(ids)
 
         # PUT /api/status through B is visible through A (and counts as pending).
         body = {"id": "legacy", "status": "running", "containers": ["echo"]}
@@ -239,7 +305,8 @@ async def test_pending_counts_and_status_are_cluster_wide(
         for job_id in ids:
             assert (await wait_status(a.node, "::1", job_id))["status"] == "success"
         assert (await via_b.get("/info")).json()["pending"]["offchain"] == 0
-        await eventually(lambda: stream_is_empty(raw))
+        # Finished through either replica, every job has left its owner's running set.
+        assert await nothing_owned(raw)
 
 
 async def test_a_long_job_is_not_taken_from_a_live_replica(replica: ReplicaFactory, raw: aioredis.Redis) -> None:
@@ -253,47 +320,151 @@ async def test_a_long_job_is_not_taken_from_a_live_replica(replica: ReplicaFacto
     assert status["status"] == "success"
     assert len(a.runs) == 1
     assert b.runs == []
-    assert await stream_is_empty(raw)
+    assert b.dispatcher.taken_over == 0
+    assert a.dispatcher.lease is None  # stopped
+    assert await nothing_owned(raw)
+
+
+# -- load: nothing is taken from a live replica, every job runs once --------------------------------
+
+
+async def test_one_replica_under_load_keeps_its_lease_and_runs_each_job_once(
+    replica: ReplicaFactory, make_backend: BackendFactory, raw: aioredis.Redis
+) -> None:
+    """1000 jobs submitted at once, and the event loop held busy for longer than the lease
+    lasts: the lease thread renews it all along, so a watching replica takes nothing over."""
+    a = replica("a")
+    watcher_backend = make_backend()
+    await watcher_backend.store.open()
+    watcher = watcher_backend.dispatcher(claim_idle=CLAIM_IDLE)
+    watched = Spawned()
+    async with running(a), anyio.create_task_group() as tg:
+        await watcher.start(tg, watched)
+        lease = a.dispatcher.lease
+        assert lease is not None
+        renewals = lease.renewals
+        ids: list[str] = []
+
+        async def submit(n: int) -> None:
+            job_id = await a.node.submit(JobRequest(containers=["echo"], data={"n": n}), "::1")
+            assert job_id is not None
+            ids.append(job_id)
+
+        async with anyio.create_task_group() as load:
+            load.start_soon(submit, -1)
+            for n in range(1000):
+                load.start_soon(submit, n)
+        busy_id = await a.node.submit(JobRequest(containers=["busy"], data={"busy": 1.5 * CLAIM_IDLE}), "::1")
+        await wait_status(a.node, "::1", busy_id, timeout=10)
+        # The lease was renewed while the loop was busy (every 0.2 s), never found lapsed.
+        assert lease.renewals - renewals >= 6
+        for job_id in ids:
+            assert (await wait_status(a.node, "::1", job_id, timeout=20))["status"] == "success"
+        await anyio.sleep(2 * watcher.recover_every)  # the watcher has looked, since
+        assert lease.lapses == 0
+        assert watcher.taken_over == 0 and watched.calls == []
+        assert a.dispatcher.taken_over == 0
+        tg.cancel_scope.cancel()
+    await watcher.aclose()
+    counts = Counter(data["n"] for name, data in a.runs if name == "echo")
+    assert counts == Counter(range(-1, 1000))  # each job exactly once
+    assert await nothing_owned(raw)
+
+
+async def test_two_replicas_sharing_the_load_run_each_job_exactly_once(
+    replica: ReplicaFactory, raw: aioredis.Redis
+) -> None:
+    a, b = replica("a"), replica("b")
+    accepted: dict[str, tuple[str, int]] = {}
+    async with running(a, b):
+
+        async def submit(rep: Replica, n: int) -> None:
+            job_id = await rep.node.submit(JobRequest(containers=["echo"], data={"n": n, "via": rep.name}), "::1")
+            assert job_id is not None
+            accepted[job_id] = (rep.name, n)
+
+        async with anyio.create_task_group() as load:
+            for n in range(300):
+                load.start_soon(submit, a, n)
+                load.start_soon(submit, b, n)
+        for job_id in accepted:
+            assert (await wait_status(b.node, "::1", job_id, timeout=20))["status"] == "success"
+        assert a.dispatcher.taken_over == b.dispatcher.taken_over == 0
+        assert a.dispatcher.lease is not None and b.dispatcher.lease is not None
+        assert a.dispatcher.lease.lapses == b.dispatcher.lease.lapses == 0
+    assert len(accepted) == 600
+    # Each job ran exactly once, on the replica that accepted it.
+    for rep in (a, b):
+        assert sorted(data["n"] for _, data in rep.runs) == list(range(300))
+        assert {data["via"] for _, data in rep.runs} == {rep.name}
+    assert await nothing_owned(raw)
 
 
 # -- taking over from a replica that died -----------------------------------------------------------
 
 
-async def queue_taken_by_dead_consumer(backend: RedisBackend, raw: aioredis.Redis, data: dict[str, Any]) -> str:
-    """Submit a job as a node would (store, then stream) and let a consumer take it and die."""
-    await backend.store.open()
-    request = JobRequest(containers=["echo"], data=data)
-    job = new_job("job-1", "2001:db8::1", request.containers, created_at=0.0)
-    await backend.store.put(job, request)
-    await backend.dispatcher(claim_idle=CLAIM_IDLE).dispatch(job, request)
-    await raw.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
-    taken = await raw.xreadgroup(GROUP, "dead-replica", {STREAM: ">"}, count=10)
-    assert len(taken[0][1]) == 1
-    return job.id
-
-
 @pytest.mark.parametrize("rerun", [False, True])
-async def test_a_job_taken_by_a_dead_consumer_is_finished_by_a_survivor(
+async def test_the_jobs_of_a_dead_replica_are_finished_by_a_survivor(
     replica: ReplicaFactory, make_backend: BackendFactory, raw: aioredis.Redis, rerun: bool
 ) -> None:
-    job_id = await queue_taken_by_dead_consumer(make_backend(), raw, {"v": 1})
+    jobs = [some_job(n, client="2001:db8::1") for n in range(3)]
+    dead = await dead_replica(make_backend(), jobs)
+    died = anyio.current_time()
+    assert await registry(raw) == {dead}
     survivor = replica("survivor", rerun=rerun)
     async with running(survivor):
-        started = anyio.current_time()
-        await anyio.sleep(CLAIM_IDLE / 2)
-        [job] = await survivor.node.results("2001:db8::1", [job_id])
-        assert job.status == "running"  # not taken before claim_idle
-        status = await wait_status(survivor.node, "2001:db8::1", job_id, timeout=5)
-        assert anyio.current_time() - started < 3 * CLAIM_IDLE
-        await eventually(lambda: stream_is_empty(raw))
+        statuses = [await wait_status(survivor.node, "2001:db8::1", job.id, timeout=5) for job, _ in jobs]
+        assert anyio.current_time() - died < CLAIM_IDLE + 2
+        assert await registry(raw) == {survivor.dispatcher.replica}  # the dead one is forgotten
+        assert await nothing_owned(raw)
+    assert survivor.dispatcher.taken_over == 3
     if rerun:
-        assert status["status"] == "success"
-        assert status["result"].output == {"v": 1}
-        assert survivor.runs == [("echo", {"v": 1})]
+        assert [s["status"] for s in statuses] == ["success"] * 3
+        assert [s["result"].output for s in statuses] == [{"n": n} for n in range(3)]
+        assert sorted(data["n"] for _, data in survivor.runs) == [0, 1, 2]
     else:
-        assert status["status"] == "failed"
-        assert status["result"].error == STOPPED_REASON
+        assert {s["status"] for s in statuses} == {"failed"}
+        assert {s["result"].error for s in statuses} == {STOPPED_REASON}
         assert survivor.runs == []
+
+
+async def test_jobs_are_taken_only_once_the_lease_expired_and_only_if_still_running(
+    make_backend: BackendFactory, raw: aioredis.Redis
+) -> None:
+    """A dead replica's jobs wait for its lease to expire; one that finished meanwhile (through
+    another replica) is not taken over. The taker gets the job and its request, interrupted."""
+    jobs = [some_job(n) for n in range(2)]
+    dead = await dead_replica(make_backend(), jobs)
+    other = make_backend()
+    await other.store.open()
+    job, _ = jobs[1]
+    assert await other.store.put(apply(job, JobAborted(container="", reason="ended elsewhere"), now=1.0))
+    owned = await owned_jobs(raw)
+    assert [m.split("\n")[1] for m in owned[dead]] == ["job-0"]  # released by its terminal put
+    survivor_backend = make_backend()
+    await survivor_backend.store.open()
+    survivor = survivor_backend.dispatcher(claim_idle=CLAIM_IDLE)
+    spawned = Spawned()
+    async with anyio.create_task_group() as tg:
+        await survivor.start(tg, spawned)
+        assert await survivor.recover() == 0  # the lease still holds
+        assert await registry(raw) == {dead, survivor.replica}
+        await eventually(lambda: _true(len(spawned.calls) == 1), timeout=CLAIM_IDLE + 2)
+        [(taken, request, interrupted)] = spawned.calls
+        assert (taken, request, interrupted) == (*jobs[0], True)
+        assert await registry(raw) == {survivor.replica}
+        owned = await owned_jobs(raw)
+        assert survivor.replica is not None and dead not in owned
+        assert [m.split("\n")[1] for m in owned[survivor.replica]] == ["job-0"]
+        assert await survivor.recover() == 0  # taken once only
+        me = survivor.replica
+        tg.cancel_scope.cancel()
+    await survivor.aclose()
+    assert survivor.taken_over == 1
+    # Its stop found a job still its own (nothing ran it here): it stays registered, lease-less,
+    # for another replica to take over at once.
+    assert await raw.keys(f"{PREFIX}:lease:*") == []
+    assert await registry(raw) == {me}
 
 
 @pytest.mark.parametrize("rerun", [False, True])
@@ -304,28 +475,59 @@ async def test_a_job_of_a_node_stopped_mid_run_is_taken_over(
     b = replica("b", rerun=rerun, pace=0.0)  # B's "slow" does not sleep: a rerun ends at once
     async with cluster() as nodes:
         await nodes.start(a)
-        # A alone reads the stream, so A takes the job; B joins once it runs there.
+        await nodes.start(b)
         job_id = await a.node.submit(JobRequest(containers=["slow"], data={"sleep": 60}), "::1")
         await a.started.wait()
-        await nodes.start(b)
+        stopped = anyio.current_time()
         await nodes.stop(a)  # A's task group is cancelled with the job half done
         status = await wait_status(b.node, "::1", job_id, timeout=4 * CLAIM_IDLE)
-        await eventually(lambda: stream_is_empty(raw), timeout=4 * CLAIM_IDLE)
+        await eventually(lambda: nothing_owned(raw))
+        if rerun:
+            # A left it running for a rerun and deleted its lease: B took it at its next look.
+            assert anyio.current_time() - stopped < CLAIM_IDLE
     if rerun:
         assert status["status"] == "success"
         assert b.runs == [("slow", {"sleep": 60})]
+        assert b.dispatcher.taken_over == 1
     else:
-        # A failed it as it stopped; B only acknowledged the entry.
+        # A failed it as it stopped; B had nothing to take over.
         assert status["status"] == "failed"
         assert status["result"].error == STOPPED_REASON
         assert b.runs == []
+        assert b.dispatcher.taken_over == 0
+    assert a.runs == [("slow", {"sleep": 60})]
+
+
+async def test_a_replica_that_stops_renewing_its_lease_loses_its_jobs_to_exactly_one_survivor(
+    replica: ReplicaFactory, raw: aioredis.Redis
+) -> None:
+    a = replica("a")  # alive, but its lease thread stops: as if it were cut off from Redis
+    b, c = replica("b", rerun=True, pace=0.0), replica("c", rerun=True, pace=0.0)
+    async with running(a, b, c):
+        ids = [
+            await a.node.submit(JobRequest(containers=["slow"], data={"sleep": 60, "n": n}), "::1") for n in range(6)
+        ]
+        await eventually(lambda: _true(len(a.runs) == 6))
+        assert a.dispatcher.lease is not None
+        await anyio.to_thread.run_sync(a.dispatcher.lease.stop)
+        stopped = anyio.current_time()
+        for job_id in ids:
+            assert job_id is not None
+            assert (await wait_status(b.node, "::1", job_id, timeout=CLAIM_IDLE + 3))["status"] == "success"
+        assert anyio.current_time() - stopped < CLAIM_IDLE + 2
+        # B and C both looked; each job was taken by one of them, and run by it once.
+        assert b.dispatcher.taken_over + c.dispatcher.taken_over == 6
+        reruns = [data["n"] for _, data in b.runs + c.runs]
+        assert sorted(reruns) == list(range(6))
+        assert a.dispatcher.replica not in await registry(raw)
+        assert await nothing_owned(raw)
 
 
 async def test_a_killed_replica_process_is_taken_over(
-    replica: ReplicaFactory, make_backend: BackendFactory, raw: aioredis.Redis, redis_url_clean: str, tmp_path: Path
+    replica: ReplicaFactory, raw: aioredis.Redis, redis_url_clean: str, tmp_path: Path
 ) -> None:
     proc = subprocess.Popen(
-        [sys.executable, str(REPLICA), redis_url_clean, str(tmp_path)],
+        [sys.executable, str(REPLICA), redis_url_clean, str(tmp_path), str(CLAIM_IDLE)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -334,20 +536,19 @@ async def test_a_killed_replica_process_is_taken_over(
         assert proc.stdout is not None
         with anyio.fail_after(20):
             line = await anyio.to_thread.run_sync(proc.stdout.readline, abandon_on_cancel=True)
-        assert line.strip() == b"ready"
-        backend = make_backend()
-        await backend.store.open()
-        request = JobRequest(containers=["slow"], data={"name": "k1", "sleep": 60})
-        job = new_job("killed-1", "::1", request.containers, created_at=0.0)
-        await backend.store.put(job, request)  # what Node.submit does: store, then queue
-        await backend.dispatcher(claim_idle=CLAIM_IDLE).dispatch(job, request)
-        await eventually(lambda: _exists(tmp_path / "k1"), timeout=10)
+        word, job_id = line.decode().split()
+        assert word == "ready"
+        await eventually(lambda: _true((tmp_path / "k1").exists()), timeout=10)
+        assert len(await registry(raw)) == 1
         proc.kill()  # SIGKILL, by PID: no clean-up of any kind
         proc.wait(5)
+        killed = anyio.current_time()
         survivor = replica("survivor", rerun=True, pace=0.0)
         async with running(survivor):
-            status = await wait_status(survivor.node, "::1", job.id, timeout=4 * CLAIM_IDLE)
-            await eventually(lambda: stream_is_empty(raw))
+            status = await wait_status(survivor.node, "::1", job_id, timeout=CLAIM_IDLE + 3)
+            assert anyio.current_time() - killed < CLAIM_IDLE + 2
+            assert await nothing_owned(raw)
+            assert await registry(raw) == {survivor.dispatcher.replica}
         assert status["status"] == "success"
         assert survivor.runs == [("slow", {"name": "k1", "sleep": 60})]
     finally:
@@ -358,8 +559,49 @@ async def test_a_killed_replica_process_is_taken_over(
             proc.stdout.close()
 
 
-async def _exists(path: Path) -> bool:
-    return path.exists()
+async def test_a_restarted_replica_is_a_new_one(make_backend: BackendFactory, raw: aioredis.Redis) -> None:
+    backend = make_backend()
+    await backend.store.open()
+    dispatcher = backend.dispatcher(claim_idle=CLAIM_IDLE)
+    seen = []
+    for _ in range(2):
+        async with anyio.create_task_group() as tg:
+            await dispatcher.start(tg, Spawned())
+            seen.append(dispatcher.replica)
+            assert backend.replica == dispatcher.replica
+            assert await registry(raw) == {dispatcher.replica}
+            assert await raw.pttl(f"{PREFIX}:lease:{dispatcher.replica}") > 0
+            tg.cancel_scope.cancel()
+        await dispatcher.aclose()
+        assert backend.replica is None and dispatcher.replica is None
+        assert await registry(raw) == set()
+    assert len(set(seen)) == 2
+
+
+async def test_start_fails_fast_when_redis_is_unreachable(make_backend: BackendFactory) -> None:
+    dispatcher = make_backend(url=f"redis://127.0.0.1:{free_port()}/0").dispatcher(claim_idle=CLAIM_IDLE)
+    started = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        with pytest.raises(StoreUnavailable, match="cannot reach Redis"):
+            await dispatcher.start(tg, Spawned())
+    assert dispatcher.replica is None and dispatcher.lease is None
+    assert time.monotonic() - started < 5
+    await dispatcher.aclose()
+
+
+async def test_dispatch_runs_the_job_here_at_once(make_backend: BackendFactory) -> None:
+    backend = make_backend()
+    dispatcher = backend.dispatcher(claim_idle=CLAIM_IDLE)
+    assert isinstance(dispatcher, RedisLeaseDispatcher)
+    with pytest.raises(RuntimeError, match="not started"):
+        await dispatcher.dispatch(*some_job(0))
+    spawned = Spawned()
+    async with anyio.create_task_group() as tg:
+        await dispatcher.start(tg, spawned)
+        await dispatcher.dispatch(*some_job(1))
+        assert spawned.calls == [(*some_job(1), False)]
+        tg.cancel_scope.cancel()
+    await dispatcher.aclose()
 
 
 # -- Redis restarts -----------------------------------------------------------------------------------
@@ -404,107 +646,19 @@ async def test_nodes_survive_a_redis_restart(replica: ReplicaFactory, gate: anyi
             assert response.status_code == 200, response.text
             assert (await wait_status(a.node, "::1", response.json()["id"]))["status"] == "success"
             assert (await http.get("/info")).json()["pending"]["offchain"] == 0
+            # The lease thread took the lost lease afresh and registered the replica again.
+            lease = a.dispatcher.lease
+            assert lease is not None
+            await eventually(lambda: _true(lease.lapses == 1), timeout=3)
+            check = aioredis.Redis.from_url(url, decode_responses=True)
+            try:
+                assert await check.smembers(f"{PREFIX}:replicas") == {a.dispatcher.replica}
+            finally:
+                await check.aclose()
+            assert a.dispatcher.taken_over == 0
     finally:
         stop_redis(proc)
 
 
-# -- the dispatcher alone -------------------------------------------------------------------------------
-
-
-class Spawned:
-    """A ``spawn`` that records what it is handed and runs nothing."""
-
-    def __init__(self, refuse: bool = False) -> None:
-        self.refuse = refuse
-        self.calls: list[tuple[Job, JobRequest | None, bool, AfterRun | None]] = []
-
-    def __call__(self, job: Job, request: JobRequest | None, interrupted: bool, after: AfterRun | None) -> None:
-        if self.refuse:
-            raise NodeNotRunning("Node is not running")
-        self.calls.append((job, request, interrupted, after))
-
-
-def some_job(n: int) -> tuple[Job, JobRequest]:
-    request = JobRequest(containers=["echo"], data={"n": n})
-    return new_job(f"job-{n}", "::1", request.containers, created_at=0.0), request
-
-
-async def test_in_flight_jobs_are_capped(make_backend: BackendFactory, raw: aioredis.Redis) -> None:
-    backend = make_backend()
-    dispatcher = RedisStreamDispatcher(backend, claim_idle=CLAIM_IDLE, max_in_flight=2)
-    spawned = Spawned()
-    async with anyio.create_task_group() as tg:
-        await dispatcher.start(tg, spawned)
-        for n in range(5):
-            await dispatcher.dispatch(*some_job(n))
-        await eventually(lambda: _true(len(spawned.calls) == 2))
-        await anyio.sleep(0.2)
-        assert len(spawned.calls) == 2
-        assert (await raw.xpending(STREAM, GROUP))["pending"] == 2
-        # Each job's `after` acknowledges (and deletes) its entry and frees a slot.
-        for n in range(5):
-            await eventually(lambda n=n: _true(len(spawned.calls) > n))
-            job, request, interrupted, after = spawned.calls[n]
-            assert (job.id, request, interrupted) == (f"job-{n}", some_job(n)[1], False)
-            assert after is not None
-            await after()
-        await eventually(lambda: stream_is_empty(raw))
-        tg.cancel_scope.cancel()
-    await dispatcher.aclose()
-
-
-async def test_a_stopping_node_gives_its_entries_back(make_backend: BackendFactory, raw: aioredis.Redis) -> None:
-    stopping = RedisStreamDispatcher(make_backend(), claim_idle=CLAIM_IDLE)
-    async with anyio.create_task_group() as tg:
-        await stopping.start(tg, Spawned(refuse=True))
-        await stopping.dispatch(*some_job(1))
-
-        async def given_back() -> bool:
-            info = await raw.xinfo_stream(STREAM)
-            pending = (await raw.xpending(STREAM, GROUP))["pending"]
-            return pending == 0 and info["length"] == 1 and info["entries-added"] == 2
-
-        await eventually(given_back)
-        tg.cancel_scope.cancel()
-    # Another replica takes it as a fresh job, not an interrupted one.
-    spawned = Spawned()
-    other = RedisStreamDispatcher(make_backend(), claim_idle=CLAIM_IDLE)
-    async with anyio.create_task_group() as tg:
-        await other.start(tg, spawned)
-        await eventually(lambda: _true(len(spawned.calls) == 1))
-        job, _, interrupted, _ = spawned.calls[0]
-        assert (job.id, interrupted) == ("job-1", False)
-        tg.cancel_scope.cancel()
-    await stopping.aclose()
-    await other.aclose()
-
-
-async def test_dead_consumers_with_nothing_pending_are_forgotten(
-    make_backend: BackendFactory, raw: aioredis.Redis
-) -> None:
-    dispatcher = RedisStreamDispatcher(make_backend(), claim_idle=30)  # holder's entry stays put
-    dispatcher.forget_idle = 0.2
-    await raw.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
-    await raw.xgroup_createconsumer(STREAM, GROUP, "ghost")  # a consumer that never comes back
-    await raw.xadd(STREAM, {"junk": "1"})
-    await raw.xreadgroup(GROUP, "holder", {STREAM: ">"}, count=1)  # dead, but holds an entry
-    await anyio.sleep(0.3)
-
-    async def consumers() -> set[str]:
-        return {c["name"].decode() for c in await raw.xinfo_consumers(STREAM, GROUP)}
-
-    assert await consumers() == {"ghost", "holder"}
-    async with anyio.create_task_group() as tg:
-        await dispatcher.start(tg, Spawned())
-        await eventually(lambda: _true_async(consumers(), lambda names: "ghost" not in names))
-        assert "holder" in await consumers()  # never one with entries pending
-        tg.cancel_scope.cancel()
-    await dispatcher.aclose()
-
-
 async def _true(value: bool) -> bool:
     return value
-
-
-async def _true_async(value: Awaitable[Any], test: Callable[[Any], bool]) -> bool:
-    return test(await value)

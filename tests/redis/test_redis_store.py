@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 
@@ -20,7 +21,7 @@ from infernet_core.errors import ConfigError, StoreUnavailable
 from infernet_core.jobs import ContainerSucceeded, Job, JobCompleted, JobState, apply, new_job
 from infernet_core.models import ContainerOutput, JobRequest
 from infernet_core.store import ResultStore
-from infernet_core.stores.redis import RedisBackend, RedisResultStore, RedisStreamDispatcher
+from infernet_core.stores.redis import RedisBackend, RedisLeaseDispatcher, RedisResultStore
 
 pytestmark = pytest.mark.anyio
 
@@ -59,7 +60,7 @@ async def store(make_backend: BackendFactory) -> RedisResultStore:
 def test_is_a_result_store(redis_url: str) -> None:
     backend = RedisBackend(redis_url)
     assert isinstance(backend.store, ResultStore)
-    assert isinstance(backend.dispatcher(claim_idle=5), RedisStreamDispatcher)
+    assert isinstance(backend.dispatcher(claim_idle=5), RedisLeaseDispatcher)
 
 
 async def test_ipv6_clients_with_colons_in_ids_never_collide(make_backend: BackendFactory) -> None:
@@ -249,7 +250,6 @@ async def test_unreachable_redis_is_store_unavailable(make_backend: BackendFacto
         store.get("c1", ["a"]),
         store.ids("c1"),
         store.pending_count(),
-        backend.dispatcher(claim_idle=1).dispatch(running("a"), JobRequest(containers=["a"], data={})),
     ):
         with pytest.raises(StoreUnavailable, match="cannot reach Redis"):
             await call
@@ -267,9 +267,9 @@ async def test_build_backend_makes_redis_parts(redis_url_clean: str) -> None:
     )
     store, dispatcher = build_backend(config)
     assert isinstance(store, RedisResultStore)
-    assert isinstance(dispatcher, RedisStreamDispatcher)
+    assert isinstance(dispatcher, RedisLeaseDispatcher)
     assert dispatcher.claim_idle == 2
-    assert dispatcher.stream == "p:jobs"
+    assert dispatcher.recover_every == 0.5
     await store.open()
     await store.put(finished("x"))
     assert await store.ids("c1") == ["x"]
@@ -303,3 +303,103 @@ async def test_connections_broken_by_a_redis_restart_are_replaced_not_failed(
         assert counts == [0] * 10
     finally:
         stop_redis(proc)
+
+
+# -- the running jobs a replica owns --------------------------------------------------------------
+
+
+async def test_running_jobs_are_the_replicas_until_they_end(make_backend: BackendFactory, redis_url_clean: str) -> None:
+    """With a replica id set (a lease dispatcher runs), a new running job joins that replica's
+    running set with its request, in the same script; its terminal put, through any backend,
+    releases it; a backend without a replica records nothing."""
+    mine = await opened(make_backend, pending_ttl=100.0)
+    other = await opened(make_backend)
+    mine._backend.replica = "r1"
+    request = JobRequest(containers=["a"], data={"n": 1})
+    await mine.put(running("a"), request)
+    await mine.put(running("b"))  # no request (a stream job, a status report)
+    await other.put(running("c"), request)  # nobody's: no replica on that backend
+    await other.put(running("a"))  # not new: still r1's, its request kept
+    client = aioredis.Redis.from_url(redis_url_clean)
+    try:
+        assert await client.smembers("infernet:running:r1") == {b"2:c1\na", b"2:c1\nb"}
+        meta = await client.hgetall("infernet:meta:2:c1\na")
+        assert meta == {b"r": b"r1", b"q": msgspec.json.encode(request)}
+        assert await client.hgetall("infernet:meta:2:c1\nb") == {b"r": b"r1", b"q": b""}
+        # The record and its meta expire together (the later put renewed both).
+        run_ttl, meta_ttl = await client.pttl("infernet:run:2:c1\na"), await client.pttl("infernet:meta:2:c1\na")
+        assert 899_000 < meta_ttl <= run_ttl <= 901_000
+        assert not await client.exists("infernet:meta:2:c1\nc")
+        assert await other.put(finished("a"))  # through another replica
+        assert not await mine.put(finished("a"))  # a late result: refused, still released
+        await mine.put(finished("b"))
+        assert await client.smembers("infernet:running:r1") == set()
+        assert await client.keys("infernet:meta:*") == []
+    finally:
+        await client.aclose()
+        mine._backend.replica = None
+
+
+async def test_an_expired_running_job_is_released(make_backend: BackendFactory, redis_url_clean: str) -> None:
+    store = await opened(make_backend, pending_ttl=0.3)
+    store._backend.replica = "r1"
+    await store.put(running("a"), JobRequest(containers=["a"], data={}))
+    await anyio.sleep(0.4)
+    assert await store.pending_count() == 0
+    client = aioredis.Redis.from_url(redis_url_clean)
+    try:
+        assert await client.smembers("infernet:running:r1") == set()
+        assert await client.keys("infernet:meta:*") == []
+    finally:
+        await client.aclose()
+        store._backend.replica = None
+
+
+# -- the connection pool waits -------------------------------------------------------------------
+
+
+async def test_the_pool_waits_for_a_free_connection(make_backend: BackendFactory, redis_url_clean: str) -> None:
+    """500 calls at once on a pool of 8 connections: all succeed (none fails with "Too many
+    connections"), and no more than 8 connections are opened."""
+    backend = RedisBackend(redis_url_clean, max_connections=8)
+    store = backend.store
+    await store.open()
+    try:
+        results: list[object] = []
+
+        async def call(n: int) -> None:
+            if n % 2:
+                results.append(await store.put(finished(f"j{n}")))
+            else:
+                results.append(await store.pending_count())
+
+        async with anyio.create_task_group() as tg:
+            for n in range(500):
+                tg.start_soon(call, n)
+        assert results.count(True) == 250 and results.count(0) == 250
+        client = aioredis.Redis.from_url(redis_url_clean)
+        try:
+            # Every client connection but this one's is the pool's.
+            assert len(await client.client_list()) - 1 <= 8
+        finally:
+            await client.aclose()
+        assert len(await store.ids("c1")) == 250
+    finally:
+        await store.aclose()
+
+
+async def test_a_wait_beyond_the_pool_timeout_is_store_unavailable(redis_url_clean: str) -> None:
+    backend = RedisBackend(redis_url_clean, max_connections=1, pool_timeout=0.2)
+    store = backend.store
+    await store.open()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(backend.redis.blpop, ["nothing"], 1)  # holds the one connection for 1 s
+            await anyio.sleep(0.1)
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="Result store unavailable"):
+                await store.pending_count()
+            assert 0.15 < time.monotonic() - started < 0.8
+        assert await store.pending_count() == 0  # free again
+    finally:
+        await store.aclose()

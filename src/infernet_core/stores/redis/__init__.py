@@ -1,9 +1,11 @@
-"""Redis: a result store and a job queue shared by every replica of a node.
+"""Redis: a result store shared by every replica of a node, and the recovery of jobs whose
+replica died.
 
 Several ``infernet-node`` processes pointed at one Redis behave as one node: a job accepted
-by any replica is stored here and put on a Redis stream that every replica reads through one
-consumer group, so any replica may run it, and a surviving replica takes over the jobs of one
-that died.
+by any replica is stored here (so any replica reads it) and runs on the replica that
+accepted it, at once. Each replica holds a lease in Redis; when a replica's lease expires
+(it died, or stalled for longer than the lease lasts), one surviving replica takes over the
+jobs it was running.
 
 Store layout
 ------------
@@ -18,6 +20,10 @@ can run into the id that follows it; keys are only ever built, never split::
     P:all:pending         zset: every running ``{tag}\\n{id}``, scored by its deadline (µs)
     P:all:finished        zset: every finished ``{tag}\\n{id}``, scored by finish time (µs)
     P:seq, P:clock        the first-put counter; the last finish time handed out
+    P:meta:{tag}\\n{id}    hash of a running job run by a replica: r (the replica), q (its request)
+    P:running:{replica}   set: the running ``{tag}\\n{id}`` that replica owns
+    P:lease:{replica}     the replica's lease (a key with a TTL of ``claim_idle``)
+    P:replicas            set: the registered replicas
 
 Each operation is one Lua script, so it is atomic (``put`` over a finished job changes
 nothing) and takes one round trip. Time is Redis's own clock (``TIME``), so replicas need not
@@ -27,19 +33,30 @@ never a scan of every job) with their keys and per-client entries. The key TTLs 
 backstop for records that nothing touches any more. ``max_finished`` is enforced on every
 finished put by popping the oldest members of ``P:all:finished``.
 
-Queue
------
-Accepted jobs go on the stream ``P:jobs``, read through the consumer group ``P:nodes``; each
-process is its own consumer. Delivery is *at least once*: an entry is acknowledged (and
-deleted) only once its job's result is stored. While a replica runs a job it refreshes the
-entry's idle time (a heartbeat every ``claim_idle / 3`` seconds), and every ``claim_idle / 2``
-seconds each replica claims the entries that have been idle for ``claim_idle`` seconds: those of
-a replica that died, or of this process's own earlier run. A claimed job is handed to the node
-as *interrupted*: it fails it with "node stopped before the job finished", or runs it again
-when ``rerun_interrupted`` is set; a job whose result was stored before its replica died is
-just acknowledged. A process takes at most ``MAX_IN_FLIGHT`` jobs at once; one that is stopping
-puts the entries it read but did not start back on the stream as new ones, and a consumer
-that has been silent for long with nothing pending (a dead replica) is deleted.
+Replicas
+--------
+A job runs on the replica that accepted it; nothing is queued. Each replica
+(:class:`RedisLeaseDispatcher`) gets a new id (uuid4) when it starts, takes its lease
+``P:lease:{replica}`` (time-to-live ``claim_idle``) and joins ``P:replicas``. A thread of its
+own, with its own synchronous connection, renews the lease every ``claim_idle / 5`` seconds,
+so neither a busy event loop nor a busy connection pool can delay it.
+
+The store's PUT script records a new running job as the replica's (``P:running:{replica}``
+and ``P:meta``, with the request) and the terminal PUT releases it from whichever replica
+owns it: one round trip per state change, as without replicas. Every ``min(5, claim_idle /
+4)`` seconds each replica runs TAKE_OVER: for every registered replica whose lease has
+expired, its running jobs become the caller's and it leaves the registry, atomically, so
+exactly one replica takes each job. The taker hands them to the node as *interrupted*:
+failed with "node stopped before the job finished", or run again when
+``rerun_interrupted`` is set. A clean stop deletes the lease after the node's jobs have
+ended; jobs it left running (for a rerun) are then taken over at the next look. A restarted
+process is a new replica; its former self's jobs are taken over (by it or another) once the
+old lease expires.
+
+Nothing runs twice while its replica holds its lease. A replica that loses its lease while
+alive (cut off from Redis, or stalled, for over ``claim_idle``) takes it afresh and logs a
+warning; its jobs may have been taken over meanwhile and, with ``rerun_interrupted``, run
+twice; a finished job stays final either way.
 
 The scripts compute the keys they touch, so this needs one Redis server (with replicas or
 Sentinel if wanted), not Redis Cluster.
@@ -48,7 +65,7 @@ Sentinel if wanted), not Redis Cluster.
 from __future__ import annotations
 
 from .backend import RedisBackend
+from .lease import Lease, RedisLeaseDispatcher
 from .store import RedisResultStore
-from .stream import RedisStreamDispatcher
 
-__all__ = ("RedisBackend", "RedisResultStore", "RedisStreamDispatcher")
+__all__ = ("Lease", "RedisBackend", "RedisLeaseDispatcher", "RedisResultStore")

@@ -1,11 +1,10 @@
-"""What the Redis store and stream share: codecs, key tags, error tests."""
+"""What the Redis store and the lease dispatcher share: codecs, key tags, URLs for messages."""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
-from redis import exceptions as redis_errors
 
 from ...jobs import Job
 from ...models import JobRequest
@@ -13,9 +12,6 @@ from ...models import JobRequest
 encode = msgspec.json.Encoder().encode
 decode_job = msgspec.json.Decoder(Job).decode
 decode_request = msgspec.json.Decoder(JobRequest).decode
-
-MAX_BACKOFF = 2.0
-"""Longest pause, in seconds, between retries of a failing background loop."""
 
 
 def safe_url(url: str) -> str:
@@ -40,7 +36,3 @@ def client_tag(client: str) -> bytes:
 
 def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def is_nogroup(exc: BaseException) -> bool:
-    return isinstance(exc, redis_errors.ResponseError) and str(exc).startswith("NOGROUP")

@@ -1,11 +1,11 @@
-"""The Lua scripts behind every Redis store operation and the stream heartbeat.
+"""The Lua scripts behind every Redis store operation and the replicas' leases.
 
 Each script is atomic and takes one round trip. Time is Redis's own clock (``TIME``).
 """
 
 from __future__ import annotations
 
-__all__ = ("COMMON", "FORGET_CONSUMERS", "GET", "HEARTBEAT", "IDS", "PENDING_COUNT", "PUT")
+__all__ = ("COMMON", "GET", "IDS", "PENDING_COUNT", "PUT", "RENEW", "RETIRE", "TAKE_OVER")
 
 COMMON = r"""
 local function split(m)
@@ -17,6 +17,14 @@ end
 local function now_us()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+-- A running job is no longer any replica's: out of its owner's running set, its meta gone.
+local function release(p, m)
+  local meta = p .. ':meta:' .. m
+  local owner = redis.call('HGET', meta, 'r')
+  if owner then redis.call('SREM', p .. ':running:' .. owner, m) end
+  redis.call('DEL', meta)
 end
 
 local function forget_finished(p, m)
@@ -33,6 +41,7 @@ local function expire(p, now, fttl)
       local tag, id = split(m)
       redis.call('ZREM', p .. ':pending:' .. tag, id)
       redis.call('DEL', p .. ':run:' .. m)
+      release(p, m)
     end
     redis.call('ZREMRANGEBYSCORE', allp, '-inf', now)
   end
@@ -49,25 +58,42 @@ end
 """
 
 # ARGV: prefix, tag, id, job, pending ('1'/'0'), pending_ttl_us, finished_ttl_us (0: none),
-# max_finished (0: none), key ttl slack ms. Returns 1 if stored, 0 if a finished job held the key.
+# max_finished (0: none), key ttl slack ms, replica ('': none), request ('': none).
+# Returns 1 if stored, 0 if a finished job held the key.
+# A new running job put with a replica becomes that replica's: it joins P:running:{replica}
+# and P:meta:{m} records the owner and the request. Any terminal put releases the job from
+# whichever replica owns it (even one that loses to a finished job already stored).
 PUT = (
     COMMON
     + r"""
 local p, tag, id, blob = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local pending = ARGV[5] == '1'
 local pttl, fttl, maxf, slack = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local replica, request = ARGV[10], ARGV[11]
 local m = tag .. '\n' .. id
 local now = now_us()
 expire(p, now, fttl)
+if not pending then release(p, m) end
 local done = p .. ':done:' .. m
 if redis.call('EXISTS', done) == 1 then return 0 end
 local pz = p .. ':pending:' .. tag
 local seq = redis.call('ZSCORE', pz, id)
 if not seq then seq = redis.call('INCR', p .. ':seq') end
 if pending then
-  redis.call('SET', p .. ':run:' .. m, blob, 'PX', math.ceil(pttl / 1000) + slack)
+  local run = p .. ':run:' .. m
+  local key_ms = math.ceil(pttl / 1000) + slack
+  local fresh = redis.call('EXISTS', run) == 0
+  redis.call('SET', run, blob, 'PX', key_ms)
   redis.call('ZADD', pz, seq, id)
   redis.call('ZADD', p .. ':all:pending', now + pttl, m)
+  local meta = p .. ':meta:' .. m
+  if fresh and replica ~= '' then
+    redis.call('HSET', meta, 'r', replica, 'q', request)
+    redis.call('PEXPIRE', meta, key_ms)
+    redis.call('SADD', p .. ':running:' .. replica, m)
+  else
+    redis.call('PEXPIRE', meta, key_ms)
+  end
   return 1
 end
 redis.call('DEL', p .. ':run:' .. m)
@@ -136,38 +162,64 @@ return redis.call('ZCARD', ARGV[1] .. ':all:pending')
 """
 )
 
-# KEYS: stream. ARGV: group, consumer, entry id... Resets the idle time of those entries this
-# consumer still owns (never taking back one that another consumer claimed); returns them.
-# JUSTID: the delivery count is left alone.
-HEARTBEAT = r"""
-local mine = {}
-local claim = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}
-for i = 3, #ARGV do
-  local e = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
-  if #e > 0 then
-    mine[#mine + 1] = ARGV[i]
-    claim[#claim + 1] = ARGV[i]
-  end
-end
-if #mine > 0 then
-  claim[#claim + 1] = 'JUSTID'
-  redis.call(unpack(claim))
-end
-return mine
+# ARGV: prefix, replica, lease ttl ms, holder (who holds it, for people reading Redis).
+# Renews the replica's lease; returns 1 if it was still held, else 0 after taking it afresh and
+# registering the replica again (a new replica, or one whose lease had lapsed).
+RENEW = r"""
+local p, replica, ttl, holder = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local lease = p .. ':lease:' .. replica
+if redis.call('SET', lease, holder, 'PX', ttl, 'XX') then return 1 end
+redis.call('SET', lease, holder, 'PX', ttl)
+redis.call('SADD', p .. ':replicas', replica)
+return 0
 """
 
-# KEYS: stream. ARGV: group, idle ms, own consumer name. Deletes other consumers with nothing
-# pending that have been silent for that long (dead replicas); atomic, so no entry is
-# delivered to one in between.
-FORGET_CONSUMERS = r"""
-local gone = {}
-for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
-  local f = {}
-  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
-  if f['name'] ~= ARGV[3] and tonumber(f['pending']) == 0 and tonumber(f['idle']) >= tonumber(ARGV[2]) then
-    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
-    gone[#gone + 1] = f['name']
+# ARGV: prefix, replica. A clean stop: the lease goes; the replica leaves the registry unless
+# jobs are still its own (left running for a rerun), which a survivor then takes over at once.
+# Returns the number of jobs left.
+RETIRE = r"""
+local p, replica = ARGV[1], ARGV[2]
+redis.call('DEL', p .. ':lease:' .. replica)
+local left = redis.call('SCARD', p .. ':running:' .. replica)
+if left == 0 then redis.call('SREM', p .. ':replicas', replica) end
+return left
+"""
+
+# ARGV: prefix, taker, finished_ttl_us. Takes over every registered replica (but the taker)
+# whose lease has expired: its running jobs become the taker's (running set and owner), and
+# it leaves the registry, so exactly one taker gets each job. Returns a flat list of
+# (replica, job, request or '') for the jobs still running.
+TAKE_OVER = (
+    COMMON
+    + r"""
+local p, me = ARGV[1], ARGV[2]
+expire(p, now_us(), tonumber(ARGV[3]))
+local registry = p .. ':replicas'
+local mine = p .. ':running:' .. me
+local out = {}
+for _, r in ipairs(redis.call('SMEMBERS', registry)) do
+  if r ~= me and redis.call('EXISTS', p .. ':lease:' .. r) == 0 then
+    local theirs = p .. ':running:' .. r
+    for _, m in ipairs(redis.call('SMEMBERS', theirs)) do
+      local meta = p .. ':meta:' .. m
+      local run = p .. ':run:' .. m
+      local job = redis.call('GET', run)
+      if job then
+        redis.call('HSET', meta, 'r', me)
+        local ttl = redis.call('PTTL', run)
+        if ttl > 0 then redis.call('PEXPIRE', meta, ttl) end
+        redis.call('SADD', mine, m)
+        out[#out + 1] = r
+        out[#out + 1] = job
+        out[#out + 1] = redis.call('HGET', meta, 'q') or ''
+      else
+        redis.call('DEL', meta)
+      end
+    end
+    redis.call('DEL', theirs)
+    redis.call('SREM', registry, r)
   end
 end
-return gone
+return out
 """
+)

@@ -54,7 +54,11 @@ class RedisResultStore(ResultStore):
             raise
 
     async def put(self, job: Job, request: JobRequest | None = None) -> bool:
-        args = [
+        # With a lease dispatcher running, a new running job becomes this replica's (with its
+        # request, for a rerun elsewhere) in the same script; without one, nobody's.
+        replica = self._backend.replica
+        owned = replica is not None and job.pending
+        args: list[bytes | str | int] = [
             self._prefix,
             client_tag(job.client),
             job.id.encode("utf-8", "surrogatepass"),
@@ -64,6 +68,8 @@ class RedisResultStore(ResultStore):
             self._finished_ttl_us,
             self._max_finished,
             _KEY_TTL_SLACK_MS,
+            replica if replica is not None else b"",
+            encode(request) if owned and request is not None else b"",
         ]
         with self._backend.errors("store a job"):
             return bool(await self._put(args=args))
@@ -97,7 +103,8 @@ class RedisResultStore(ResultStore):
             return int(await self._count(args=[self._prefix, self._finished_ttl_us]))
 
     async def interrupted(self) -> list[tuple[Job, JobRequest | None]]:
-        # The job stream hands interrupted jobs to whichever replica claims them.
+        # A replica's interrupted jobs are taken over, once its lease expires, by whichever
+        # replica's lease dispatcher gets there first (this one's included, after a restart).
         return []
 
     async def aclose(self) -> None:
