@@ -121,8 +121,15 @@ class ServerConfig(_Config, frozen=True):
     rate_limit: RateLimitConfig | None = None
     max_body_bytes: Annotated[int, msgspec.Meta(gt=0)] = 1 << 20
     max_pending: Annotated[int, msgspec.Meta(gt=0)] = 10_000
-    """Off-chain jobs this node runs or queues for a container at once; more are answered
-    503 with ``Retry-After`` (backpressure, not collapse). A pending job costs a few KiB."""
+    """Off-chain jobs this node holds at once (running, queued for a container, or waiting
+    to be admitted); more are answered 503 with ``Retry-After`` at once. A pending job costs
+    about 9 KiB."""
+    max_queued: Annotated[int, msgspec.Meta(gt=0)] = 1024
+    """Jobs running or queued for a container beyond which a new request waits for one to
+    end (up to ``admission_wait``) before it is admitted: admission keeps pace with the
+    containers instead of piling up a backlog."""
+    admission_wait: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    """Seconds a request may wait for room (``max_queued``) before it is answered 503."""
     trusted_proxies: list[str] = []
     """Peers (CIDR) whose ``X-Forwarded-For`` header names the real client."""
     local_networks: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_LOCAL_NETWORKS))

@@ -7,7 +7,8 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -120,6 +121,9 @@ class Node:
         self._admitting = 0
         """Jobs between admission and their start (being stored): they count against
         ``server.max_pending`` too, or a burst would pass the check all at once."""
+        self._waiters: deque[anyio.Event] = deque()
+        """Requests waiting for room below ``server.max_queued``, first come first served:
+        each job that ends hands its place to the first of them."""
         self._idle = anyio.Event()
         self._idle.set()
 
@@ -283,7 +287,7 @@ class Node:
             await chain.admit_delegated(request)
             return None
         self._guardian.check_job(request, client)
-        with self._room():
+        async with self._room():
             job = new_job(str(uuid.uuid4()), client, request.containers, created_at=time.time())
             await self.store.put(job, request)
             try:
@@ -343,7 +347,7 @@ class Node:
             raise BadRequest(STREAM_ONLY_OFFCHAIN)
         self._guardian.check_job(request, client)
         container = self._clients[request.containers[0]]
-        with self._room():
+        async with self._room():
             job = new_job(str(uuid.uuid4()), client, [container.info.id], created_at=time.time())
             await self.store.put(job)
             stream = JobStream(job)
@@ -424,19 +428,57 @@ class Node:
             raise NodeNotRunning("Node is not running")
         return self._task_group
 
-    @contextlib.contextmanager
-    def _room(self) -> Iterator[None]:
-        """Hold a place for one new job while it is stored and started; refuse it while
-        ``server.max_pending`` jobs are pending (or being admitted) here."""
-        limit = self.config.server.max_pending
-        pending = self._running_jobs + self._admitting
-        if pending >= limit:
-            raise Overloaded("Too many pending jobs", {"pending": pending, "max_pending": limit})
-        self._admitting += 1
+    @contextlib.asynccontextmanager
+    async def _room(self) -> AsyncIterator[None]:
+        """Hold a place for one new job while it is stored and started.
+
+        Refused at once while ``server.max_pending`` jobs are pending here (running, being
+        admitted or waiting to be). While ``server.max_queued`` are running or being
+        admitted, it first waits in line (up to ``server.admission_wait`` seconds) for one
+        to end: admission then keeps pace with execution instead of piling up jobs faster
+        than the containers take them.
+        """
+        server = self.config.server
+        pending = self._running_jobs + self._admitting + len(self._waiters)
+        if pending >= server.max_pending:
+            raise Overloaded("Too many pending jobs", {"pending": pending, "max_pending": server.max_pending})
+        if self._waiters or self._running_jobs + self._admitting >= server.max_queued:
+            await self._wait_in_line(server.max_queued, server.admission_wait)
+        else:
+            self._admitting += 1
         try:
             yield
         finally:
             self._admitting -= 1
+            self._hand_off()
+
+    async def _wait_in_line(self, max_queued: int, wait: float) -> None:
+        """Wait until a job that ends hands this request its place (counted as admitting)."""
+        turn = anyio.Event()
+        self._waiters.append(turn)
+        try:
+            with anyio.move_on_after(wait):
+                await turn.wait()
+        except BaseException:  # cancelled (the client left): give back a place handed over
+            self._leave_line(turn)
+            raise
+        if not turn.is_set():
+            self._waiters.remove(turn)
+            raise Overloaded("Too many pending jobs", {"queued": max_queued, "waited": wait})
+
+    def _leave_line(self, turn: anyio.Event) -> None:
+        if turn.is_set():
+            self._admitting -= 1
+            self._hand_off()
+        else:
+            self._waiters.remove(turn)
+
+    def _hand_off(self) -> None:
+        """Give free places (below ``server.max_queued``) to the requests waiting in line."""
+        max_queued = self.config.server.max_queued
+        while self._waiters and self._running_jobs + self._admitting < max_queued:
+            self._admitting += 1
+            self._waiters.popleft().set()
 
     def _spawn(self, job: Job, request: JobRequest | None, interrupted: bool) -> None:
         self._start_job(functools.partial(self._execute, job, request, interrupted))
@@ -457,6 +499,7 @@ class Node:
             await run()
         finally:
             self._running_jobs -= 1
+            self._hand_off()
             if self._running_jobs == 0:
                 self._idle.set()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -71,3 +72,36 @@ def test_max_pending_default_and_validation() -> None:
     assert NodeConfig().server.max_pending == 10_000
     with pytest.raises(ConfigError, match=r"at server\.max_pending$"):
         parse_config({"server": {"max_pending": 0}})
+
+
+async def test_past_max_queued_a_request_waits_for_room_then_is_admitted(kit: Any) -> None:
+    app = kit.app(NodeConfig(server=ServerConfig(max_queued=2, admission_wait=5.0), shutdown_grace=0.2))
+    async with app.lifespan(), kit.client(app) as client:
+        first = [await kit.submit(client, ["gated"], {"n": n}) for n in range(2)]
+        async with anyio.create_task_group() as tg:
+            answers: list[httpx.Response] = []
+
+            async def third() -> None:
+                answers.append(await client.post("/api/jobs", json={"containers": ["echo"], "data": {"n": 3}}))
+
+            tg.start_soon(third)
+            await anyio.sleep(0.2)
+            assert answers == []  # waiting: the queue is full
+            assert (await client.get("/api/jobs")).json() == first  # and not stored yet
+            kit.gate.set()
+        [response] = answers
+        assert response.status_code == 200
+        assert (await kit.wait_done(client, response.json()["id"]))["status"] == "success"
+
+
+async def test_a_wait_for_room_that_runs_out_is_503(kit: Any) -> None:
+    app = kit.app(NodeConfig(server=ServerConfig(max_queued=1, admission_wait=0.2), shutdown_grace=0.2))
+    async with app.lifespan(), kit.client(app) as client:
+        await kit.submit(client, ["gated"], {})
+        started = anyio.current_time()
+        response = await client.post("/api/jobs", json={"containers": ["echo"], "data": {}})
+        assert anyio.current_time() - started >= 0.2
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert response.json() == {"error": "Too many pending jobs", "params": {"queued": 1, "waited": 0.2}}
+        kit.gate.set()
