@@ -1,13 +1,12 @@
-"""The sqlite store's group commit and read cache: calls queued together share one commit, a
-failing call is undone alone, and the event-loop cache of committed records never disagrees
-with the file (trim, expiry, a caller that has gone)."""
+"""The sqlite store's group commit and read cache: calls made in one turn of the event loop
+share one commit, a failing call is undone alone, and the cache of committed records never
+disagrees with the file (trim, expiry, a caller that has gone)."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ from infernet_core.errors import StoreUnavailable
 from infernet_core.jobs import Job
 from infernet_core.models import JobRequest
 from infernet_core.store import Retention
-from infernet_core.stores import sqlite as sqlite_module
 from infernet_core.stores.sqlite import SqliteResultStore
 
 pytestmark = pytest.mark.anyio
@@ -34,24 +32,6 @@ async def opened(path: Path, retention: Retention | None = None, clock: FakeCloc
     store = SqliteResultStore(path, retention, clock=clock or FakeClock())
     await store.open()
     return store
-
-
-@asynccontextmanager
-async def held_worker(store: SqliteResultStore) -> AsyncIterator[None]:
-    """Keep the worker thread busy until the block ends, so that the calls made inside it queue
-    up and run as one batch (white box: a plain call that waits)."""
-    worker = store._worker
-    assert worker is not None
-    release = threading.Event()
-    blocker = asyncio.ensure_future(worker.call(release.wait, 5.0, kind=sqlite_module._PLAIN))
-    await asyncio.sleep(0.01)  # the worker is inside release.wait
-    try:
-        yield
-        for _ in range(10):  # let the tasks started in the block queue their calls
-            await asyncio.sleep(0)
-    finally:
-        release.set()
-        await blocker
 
 
 @contextmanager
@@ -94,8 +74,8 @@ async def test_a_batch_of_mixed_calls_commits_once_and_a_failing_call_fails_alon
     calls.insert(2, lambda: store.ids("c1"))  # a read inside the batch
     try:
         with traced(store) as statements:
-            async with held_worker(store):
-                tasks = [asyncio.ensure_future(call()) for call in calls]
+            # Started together, the calls are made in one turn of the loop: one batch.
+            tasks = [asyncio.ensure_future(call()) for call in calls]
             results = await asyncio.gather(*tasks, return_exceptions=True)
         puts = [r for i, r in enumerate(results) if i != 2]
         for name, result in zip(names, puts, strict=True):
@@ -118,21 +98,21 @@ async def test_a_batch_of_mixed_calls_commits_once_and_a_failing_call_fails_alon
         await store.aclose()
 
 
-async def test_a_broken_worker_batch_fails_its_callers_instead_of_hanging(tmp_path: Path) -> None:
+async def test_a_broken_batch_fails_its_callers_instead_of_hanging(tmp_path: Path) -> None:
     store = await opened(tmp_path / "node.db")
-    worker, db = store._worker, store._db
-    assert worker is not None and db is not None
+    db = store._db
+    assert db is not None
     db.close()  # behind the store's back: the batch itself fails, not one call in it
     try:
-        with anyio_fail_after(5), pytest.raises(StoreUnavailable):
+        with anyio_fail_after(5), pytest.raises(StoreUnavailable, match="the store's connection is closed"):
             await store.put(running("j"))
         with anyio_fail_after(5), pytest.raises(StoreUnavailable):
-            await store.ids("c1")  # the thread is still serving
+            await store.ids("c1")  # the store still answers
     finally:
         await store.aclose()
 
 
-async def test_gets_of_recent_jobs_are_answered_without_the_worker(tmp_path: Path) -> None:
+async def test_gets_of_recent_jobs_are_answered_without_sql(tmp_path: Path) -> None:
     clock = FakeClock()
     store = await opened(tmp_path / "node.db", Retention(pending_ttl=10.0, max_finished=2), clock)
     try:
@@ -160,10 +140,9 @@ async def test_a_put_whose_caller_has_gone_still_updates_the_cache(tmp_path: Pat
     store = await opened(tmp_path / "node.db")
     try:
         await store.put(running("j"), request_for(1))
-        async with held_worker(store):
-            put = asyncio.ensure_future(store.put(finished("j")))
-            await asyncio.sleep(0)
-            put.cancel()
+        put = asyncio.ensure_future(store.put(finished("j")))
+        await asyncio.sleep(0)  # the put is queued for the batch at the end of this turn
+        put.cancel()
         with pytest.raises(asyncio.CancelledError):
             await put
         await asyncio.sleep(0.05)  # the commit is delivered

@@ -1,11 +1,12 @@
 """What is particular to the sqlite store: the file outlives the store, one owner at a time, WAL,
-indexed retention, and its blocking calls kept off the event loop."""
+indexed retention, and checkpoints kept off the event loop."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -13,7 +14,7 @@ from store_kit import FakeClock, failed, finished, progressed, request_for, runn
 
 from infernet_core.errors import StoreUnavailable
 from infernet_core.store import Retention
-from infernet_core.stores.sqlite import SqliteResultStore
+from infernet_core.stores.sqlite import SqliteResultStore, checkpoint
 
 pytestmark = pytest.mark.anyio
 
@@ -250,59 +251,36 @@ async def test_retention_and_reads_use_indexes_not_scans(db_path: Path) -> None:
         assert any("USING INDEX" in step or "USING COVERING INDEX" in step for step in plans[sql]), (sql, plans[sql])
 
 
-# -- off the event loop -----------------------------------------------------------------------------
+# -- checkpoints off the event loop -----------------------------------------------------------------
 
 
-class HeldClock(FakeClock):
-    """A clock that, while ``hold`` is set, blocks whoever reads it until released (at most 5 s)."""
+async def test_checkpoints_run_on_a_thread_of_their_own(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store's connection never checkpoints (a checkpoint flushes the disk); the
+    checkpointer's thread copies the log into the database file, through its own connection."""
+    monkeypatch.setattr(checkpoint, "INTERVAL", 0.05)
+    statements: list[tuple[int, str]] = []
+    connect = sqlite3.connect
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.hold = False
-        self.entered = threading.Event()
-        self.released = threading.Event()
-        self.reader: int | None = None
+    def traced_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        db = connect(*args, **kwargs)
+        db.set_trace_callback(lambda sql: statements.append((threading.get_ident(), sql)))
+        return db
 
-    def __call__(self) -> float:
-        if self.hold:
-            self.reader = threading.get_ident()
-            self.entered.set()
-            if not self.released.wait(5.0):
-                raise RuntimeError("held for 5 s: the event loop could not release the clock")
-        return self.now
-
-
-async def test_store_calls_do_not_block_the_event_loop(db_path: Path) -> None:
-    """A put stuck inside the store (its clock blocks) leaves the event loop free to run others."""
-    clock = HeldClock()
-    store = await opened(db_path, clock=clock)
-    results: list[bool] = []
-    ticks = 0
-
-    async def put() -> None:
-        results.append(await store.put(running("j"), request_for(1)))
-
+    monkeypatch.setattr(checkpoint.sqlite3, "connect", traced_connect)
+    store = await opened(db_path)
     try:
-        clock.hold = True
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(put)
-            with anyio.fail_after(5):
-                while not clock.entered.is_set():
-                    await anyio.sleep(0.001)
-                    ticks += 1
-            for _ in range(50):  # the loop goes on while the put is held inside the store
-                await anyio.sleep(0)
-                ticks += 1
-            assert results == []
-            clock.hold = False
-            clock.released.set()
-        assert results == [True]
-        assert ticks >= 50
-        assert clock.reader is not None and clock.reader != threading.get_ident()
+        assert store._db is not None
+        assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        before = db_path.stat().st_size
+        for n in range(300):
+            await store.put(running(f"j{n}"), request_for(n))
+        with anyio.fail_after(5):
+            while db_path.stat().st_size <= before:  # the rows reached the database file
+                await anyio.sleep(0.02)
     finally:
-        clock.hold = False
-        clock.released.set()
         await store.aclose()
+    checkpoints = [thread for thread, sql in statements if "wal_checkpoint" in sql]
+    assert checkpoints and threading.get_ident() not in checkpoints
 
 
 async def test_a_damaged_running_row_is_skipped_not_fatal(db_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -2,53 +2,56 @@
 
 The file belongs to one node at a time (an exclusive lock on ``<path>.lock``), which is what
 lets :meth:`SqliteResultStore.interrupted` treat every running job it finds at start as one
-that a previous run of the node left behind. SQLite calls are blocking, so they run on one
-worker thread that owns the connection, never on the event loop. Calls that queue up while
-it works are run as one batch in one transaction (group commit; from the second write of a
-batch on, each under its own savepoint, so that one failing call is undone alone), so many
-concurrent submissions cost one commit and one thread hand-off each way, not one per call.
-The database is in WAL mode with ``synchronous=NORMAL``: a commit survives the node being
-killed (only a power cut can lose the last commits), and a put returns only after its commit.
+that a previous run of the node left behind. The calls made in one turn of the event loop run
+as one batch in one transaction (group commit, :mod:`.batch`; from the second write of a batch
+on, each under its own savepoint, so that one failing call is undone alone), so many
+concurrent submissions cost one commit. The database is in WAL mode with
+``synchronous=NORMAL``: a commit survives the node being killed (only a power cut can lose the
+last commits), a put returns only after its commit, and a commit writes to the operating
+system, not through to the disk, which is why it may run on the event loop. The flushes to the
+disk happen in checkpoints, on a thread of their own (:mod:`.checkpoint`).
 
-Because the store is the file's only writer, it also knows, on the event loop, what the
-file holds for the jobs it put last: a bounded cache of their committed records (updated
-when a commit is delivered, in commit order, whether or not the caller is still waiting)
-answers :meth:`~SqliteResultStore.get` for them without a thread hand-off. Anything it does
-not hold is read from the file.
+Because the store is the file's only writer, it also knows what the file holds for the jobs
+it put last: a bounded cache of their committed records (updated when a commit is delivered,
+in commit order, whether or not the caller is still waiting) answers
+:meth:`~SqliteResultStore.get` for them without SQL. Anything it does not hold is read from the
+file.
 
 Retention is indexed: expired rows are found through an index on their deadline, and the
 oldest finished rows through an index on finish order, so no operation scans every job. The
 store keeps a lower bound of the deadlines in the file, so that a put looks for expired rows
 only once one may exist.
+
+A failure of the file (a full disk, an I/O error) fails the calls of its batch with
+:class:`~infernet_core.errors.StoreUnavailable` (a 503), in the node's words; the next batch
+tries again, so the store recovers by itself when the disk does.
 """
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import logging
 import math
 import os
-import queue
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import msgspec
 
-from ..errors import StoreUnavailable
-from ..jobs import Job
-from ..models import JobRequest
-from ..store import ResultStore, Retention
+from ...errors import StoreUnavailable
+from ...jobs import Job
+from ...models import JobRequest
+from ...store import ResultStore, Retention
+from .batch import READ, WRITE, GroupCommit
+from .checkpoint import Checkpointer
+from .errors import describe
 
 __all__ = ("SqliteResultStore",)
 
 log = logging.getLogger("infernet_core.stores.sqlite")
-
-T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -103,9 +106,6 @@ _encode = msgspec.json.Encoder().encode
 _decode_job = msgspec.json.Decoder(Job).decode
 _decode_request = msgspec.json.Decoder(JobRequest).decode
 
-_PLAIN, _READ, _WRITE = 0, 1, 2
-"""Kinds of worker call: outside any transaction (no connection), a read, a write."""
-
 _Key = tuple[str, str]
 _Cached = tuple[bytes, float]  # (committed record, its deadline; inf = kept)
 _Stored = tuple[bool, bytes, float, list[_Key] | None]  # what a put tells the read cache
@@ -132,30 +132,21 @@ class SqliteResultStore(ResultStore):
         self._clock = clock
         self._db: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
-        self._worker: _Worker | None = None
-        # Worker-thread state (rolled back with a failing call; see _snapshot/_restore).
+        self._batches: GroupCommit | None = None
+        self._checkpointer: Checkpointer | None = None
+        # Counters of what the file holds (rolled back with a failing call; see _snapshot).
         self._next_seq = 0
         self._finished_count = 0
         self._next_purge = -math.inf
         self._next_deadline = -math.inf  # no row in the file expires before this
         self._interrupted: list[tuple[Job, JobRequest | None]] = []
-        # Event-loop state: committed records of recently put jobs, oldest first.
+        # Committed records of recently put jobs, oldest first.
         self._cache: dict[_Key, _Cached] = {}
         self._cache_bytes = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        if self._worker is None:
-            self._worker = _Worker(f"sqlite-store {self.path}", self._snapshot, self._restore)
-        try:
-            await self._worker.call(self._open, kind=_PLAIN)
-        except BaseException:
-            self._worker.stop()
-            self._worker = None
-            raise
-
-    def _open(self) -> None:
         if self._db is not None:
             return
         db: sqlite3.Connection | None = None
@@ -166,6 +157,7 @@ class SqliteResultStore(ResultStore):
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's thread does it
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(_SCHEMA)
             created, finished = db.execute("SELECT max(created), max(finished) FROM jobs").fetchone()
@@ -177,30 +169,31 @@ class SqliteResultStore(ResultStore):
             if db is not None:
                 db.close()
             self._release_lock()
-            raise StoreUnavailable(f"Result store unavailable: cannot open {self.path}: {exc}") from None
+            reason = describe(exc) if isinstance(exc, sqlite3.Error) else exc.strerror or str(exc)
+            raise StoreUnavailable(f"Result store unavailable: cannot open {self.path}: {reason}") from None
         self._next_seq = max(created or 0, finished or 0) + 1
         self._next_purge = self._next_deadline = -math.inf
         self._interrupted = [job for job in map(_interrupted_job, rows) if job is not None]
         self._db = db
-        assert self._worker is not None
-        self._worker.db = db
+        self._batches = GroupCommit(db, self._snapshot, self._restore)
+        if self.path != ":memory:":
+            self._checkpointer = Checkpointer(self.path)
 
     async def interrupted(self) -> list[tuple[Job, JobRequest | None]]:
         found, self._interrupted = self._interrupted, []
         return found
 
     async def aclose(self) -> None:
-        worker, self._worker = self._worker, None
+        batches, self._batches = self._batches, None
+        if batches is not None:
+            batches.db = None  # calls still queued fail (StoreUnavailable), none hangs
         self._cache.clear()
         self._cache_bytes = 0
-        if worker is not None:
-            await worker.call(self._close, worker, kind=_PLAIN)
-            worker.stop()
-
-    def _close(self, worker: _Worker) -> None:
-        worker.db = None
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stop()
         if self._db is not None:
-            self._db.close()
+            self._db.close()  # the last connection to close checkpoints what is left
             self._db = None
         self._release_lock()
 
@@ -212,7 +205,7 @@ class SqliteResultStore(ResultStore):
     # -- protocol ----------------------------------------------------------------------------
 
     async def put(self, job: Job, request: JobRequest | None = None) -> bool:
-        stored: bool = await self._call(self._put, job, request, kind=_WRITE, then=self._stored)
+        stored: bool = await self._call(self._put, job, request, kind=WRITE, then=self._stored)
         return stored
 
     def _put(self, db: sqlite3.Connection, job: Job, request: JobRequest | None) -> _Stored:
@@ -265,7 +258,7 @@ class SqliteResultStore(ResultStore):
         return dropped
 
     def _stored(self, outcome: _Stored, args: tuple[Any, ...]) -> bool:
-        """On the event loop, in commit order: what a committed put changed, into the cache."""
+        """In commit order: what a committed put changed, into the cache."""
         stored, record, expires, dropped = outcome
         if stored:
             job: Job = args[0]
@@ -289,9 +282,9 @@ class SqliteResultStore(ResultStore):
         unique = list(dict.fromkeys(ids))
         if not unique:
             return []
-        if self._worker is not None and self._db is not None:
+        if self._batches is not None:
             # The cache holds exactly what the file holds for its keys: if it knows every id,
-            # it answers (an expired record is a job that is gone), with no thread hand-off.
+            # it answers (an expired record is a job that is gone), with no SQL.
             cache = self._cache
             entries = [cache.get((client, job_id)) for job_id in unique]
             if None not in entries:
@@ -349,179 +342,16 @@ class SqliteResultStore(ResultStore):
         self,
         function: Callable[..., Any],
         *args: Any,
-        kind: int = _READ,
-        then: Callable[[Any, tuple[Any, ...]], T] | None = None,
+        kind: int = READ,
+        then: Callable[[Any, tuple[Any, ...]], Any] | None = None,
     ) -> Any:
-        """Run ``function(db, *args)`` on the store's worker thread (a write in its transaction)."""
-        if self._worker is None or self._db is None:
+        """Run ``function(db, *args)`` in the next batch (a write in its transaction)."""
+        if self._batches is None:
             raise StoreUnavailable("Result store unavailable: the store is not open")
         try:
-            return await self._worker.call(function, *args, kind=kind, then=then)
+            return await self._batches.call(function, *args, kind=kind, then=then)
         except sqlite3.Error as exc:
-            raise StoreUnavailable(f"Result store unavailable: {self.path}: {exc}") from None
-
-
-_Then = Callable[[Any, tuple[Any, ...]], Any] | None
-_Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None, _Then, tuple[Any, ...]]
-_Call = tuple[Callable[..., Any], tuple[Any, ...], int, "asyncio.Future[Any]", asyncio.AbstractEventLoop, _Then]
-_BATCH = 512
-
-
-class _Worker:
-    """A thread that owns one connection and runs queued calls in batches.
-
-    The writes of a batch share one ``BEGIN IMMEDIATE`` ... ``COMMIT``; the first runs bare (if
-    it fails, the transaction is rolled back before anything else joins it), each later one
-    under a savepoint, so that a failing call is undone alone. The store's own counters are
-    restored with it (``snapshot``/``restore``). Reads join an open transaction, else run
-    alone. Results reach the event loop in one hand-off per batch, and only after the commit;
-    there, each call's ``then(result, args)`` runs in order (also for a caller that has gone)
-    and gives the caller's answer.
-    """
-
-    def __init__(self, name: str, snapshot: Callable[[], Any], restore: Callable[[Any], None]) -> None:
-        self.db: sqlite3.Connection | None = None
-        self._snapshot = snapshot
-        self._restore = restore
-        self._began: Any = None  # the store's state when the open transaction began
-        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    async def call(self, function: Callable[..., Any], *args: Any, kind: int = _WRITE, then: _Then = None) -> Any:
-        """Run ``function(db, *args)`` (``function(*args)`` for a plain call) on the thread."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._queue.put((function, args, kind, future, loop, then))
-        return await future
-
-    def stop(self) -> None:
-        """Let the thread finish what is queued, then end."""
-        self._queue.put(None)
-
-    def _run(self) -> None:
-        get, get_nowait = self._queue.get, self._queue.get_nowait
-        stopping = False
-        while not stopping:
-            item = get()
-            if item is None:
-                return
-            batch = [item]
-            while len(batch) < _BATCH:
-                try:
-                    following = get_nowait()
-                except queue.Empty:
-                    break
-                if following is None:
-                    stopping = True
-                    break
-                batch.append(following)
-            try:
-                self._run_batch(batch)
-            except BaseException as exc:  # never leave callers waiting on a dead thread
-                log.exception("the result store's worker failed")
-                failure = StoreUnavailable(f"Result store unavailable: {exc}")
-                outcomes: list[_Outcome] = [(call[3], None, failure, None, ()) for call in batch]
-                batch[0][4].call_soon_threadsafe(_deliver, outcomes)
-                if not isinstance(exc, Exception):
-                    raise
-
-    def _run_batch(self, batch: list[_Call]) -> None:
-        outcomes: list[_Outcome] = []
-        waiting: list[int] = []  # indexes of outcomes that wait for the commit
-        for function, args, kind, future, _, then in batch:
-            if kind == _PLAIN:
-                self._commit(outcomes, waiting)
-                outcomes.append(_outcome(future, function, args, then))
-                continue
-            db = self.db
-            if db is None:
-                outcomes.append((future, None, sqlite3.OperationalError("the store is closed"), None, ()))
-                continue
-            if kind == _READ:
-                if db.in_transaction:
-                    waiting.append(len(outcomes))
-                outcomes.append(_outcome(future, function, (db, *args), then))
-                continue
-            if not db.in_transaction:
-                # The first write of a transaction runs bare: if it fails, all is rolled back.
-                try:
-                    db.execute("BEGIN IMMEDIATE")
-                except sqlite3.Error as exc:
-                    outcomes.append((future, None, exc, None, ()))
-                    continue
-                self._began = self._snapshot()
-                outcome = _outcome(future, function, (db, *args), then)
-                if outcome[2] is None:
-                    waiting.append(len(outcomes))
-                else:
-                    assert not waiting  # no other call is in this transaction
-                    self._rollback(outcomes, waiting, outcome[2])
-                outcomes.append(outcome)
-                continue
-            state = self._snapshot()
-            try:
-                db.execute("SAVEPOINT call")
-                outcome = _outcome(future, function, (db, *args), then)
-                if outcome[2] is not None:
-                    self._restore(state)
-                    db.execute("ROLLBACK TO call")
-                db.execute("RELEASE call")
-            except sqlite3.Error as exc:  # the transaction is lost: so are the calls in it
-                outcome = (future, None, exc, None, ())
-                self._rollback(outcomes, waiting, exc)
-            else:
-                if outcome[2] is None:
-                    waiting.append(len(outcomes))
-            outcomes.append(outcome)
-        self._commit(outcomes, waiting)
-        batch[0][4].call_soon_threadsafe(_deliver, outcomes)
-
-    def _commit(self, outcomes: list[_Outcome], waiting: list[int]) -> None:
-        if not waiting:  # an open transaction always has a write waiting for its commit
-            return
-        db = self.db
-        if db is None or not db.in_transaction:
-            waiting.clear()
-            return
-        try:
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback(outcomes, waiting, exc)
-        waiting.clear()
-
-    def _rollback(self, outcomes: list[_Outcome], waiting: list[int], error: BaseException) -> None:
-        """Roll the open transaction back; the calls waiting for it fail with ``error``."""
-        db = self.db
-        assert db is not None
-        if db.in_transaction:
-            try:
-                db.execute("ROLLBACK")
-            except sqlite3.Error:
-                log.exception("the result store could not roll a transaction back")
-        self._restore(self._began)
-        for index in waiting:
-            outcomes[index] = (outcomes[index][0], None, error, None, ())
-        waiting.clear()
-
-
-def _outcome(future: asyncio.Future[Any], function: Callable[..., Any], args: tuple[Any, ...], then: _Then) -> _Outcome:
-    try:
-        return future, function(*args), None, then, args
-    except Exception as exc:
-        return future, None, exc, None, args
-
-
-def _deliver(outcomes: list[_Outcome]) -> None:
-    for future, result, error, then, args in outcomes:
-        if error is None and then is not None:
-            result = then(result, args[1:])  # args without the connection
-        if future.done():  # the caller was cancelled; the call still ran
-            continue
-        if error is None:
-            future.set_result(result)
-        else:
-            future.set_exception(error)
+            raise StoreUnavailable(f"Result store unavailable: {self.path}: {describe(exc)}") from None
 
 
 def _interrupted_job(row: tuple[bytes, bytes | None]) -> tuple[Job, JobRequest | None] | None:
