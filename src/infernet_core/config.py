@@ -130,6 +130,18 @@ class ServerConfig(_Config, frozen=True):
     containers instead of piling up a backlog."""
     admission_wait: Annotated[float, msgspec.Meta(ge=0)] = 10.0
     """Seconds a request may wait for room (``max_queued``) before it is answered 503."""
+    max_depth: Annotated[int, msgspec.Meta(ge=2, le=256)] = 64
+    """Nesting levels of arrays and objects allowed in a request's JSON (the envelope counts
+    one); deeper data is answered 400 naming the limit. A container output nested deeper
+    fails its job."""
+    max_batch: Annotated[int, msgspec.Meta(gt=0)] = 1000
+    """Requests in one ``POST /api/jobs/batch``; more are answered 413 naming the limit."""
+    body_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    """Seconds a request's body may take to arrive; a slower one is answered 408 and its
+    connection closed."""
+    max_connections: Annotated[int, msgspec.Meta(gt=0)] = 4096
+    """Open client connections this node serves at once; beyond it a new connection is closed
+    at once, so that the node keeps answering those it has (``/health`` among them)."""
     trusted_proxies: list[str] = []
     """Peers (CIDR) whose ``X-Forwarded-For`` header names the real client."""
     local_networks: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_LOCAL_NETWORKS))
