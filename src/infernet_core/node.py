@@ -517,7 +517,13 @@ class Node:
 
     async def _run_pipeline(self, job: Job, request: JobRequest) -> Job:
         try:
-            return await run_pipeline(job, self._clients, request.data, requires_proof=request.requires_proof)
+            return await run_pipeline(
+                job,
+                self._clients,
+                request.data,
+                requires_proof=request.requires_proof,
+                max_depth=self.config.server.max_depth,
+            )
         except anyio.get_cancelled_exc_class():
             # The node is stopping. With rerun_interrupted the job is left running for a
             # restart (or another replica) to run again; otherwise it fails now.
@@ -535,7 +541,14 @@ class Node:
         """Run a subscription's containers (not stored: the result goes on-chain)."""
         job = new_job(str(uuid.uuid4()), "onchain", list(containers), created_at=time.time())
         try:
-            return await run_pipeline(job, self._clients, data, source=source, destination=Destination.ONCHAIN)
+            return await run_pipeline(
+                job,
+                self._clients,
+                data,
+                source=source,
+                destination=Destination.ONCHAIN,
+                max_depth=self.config.server.max_depth,
+            )
         except Exception as exc:
             log.exception("on-chain job %s crashed", job.id)
             return apply(job, JobAborted(container="", reason=f"internal error: {exc}"), now=time.time())

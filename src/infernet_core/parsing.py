@@ -2,7 +2,9 @@
 
 A body is a JobRequest unless it carries a ``subscription`` key, in which case it is a
 DelegatedSubscriptionRequest. Decoding errors keep msgspec's JSON path, so a client learns
-exactly which field is wrong (``"params": {"path": "$.containers[0]"}``).
+exactly which field is wrong (``"params": {"path": "$.containers[0]"}``). A body nested more
+than ``max_depth`` levels (``server.max_depth``; the body's own object is level 1) is refused
+with the path of the first value too deep.
 """
 
 from __future__ import annotations
@@ -13,9 +15,14 @@ import msgspec
 
 from .decode_errors import describe_decode_error, describe_validation_error
 from .errors import BadRequest
+from .json_limits import deep_path, depth_exceeds
 from .models import DelegatedSubscriptionRequest, JobRequest, StatusUpdate
 
-__all__ = ("ComputeRequest", "parse_batch", "parse_compute_request", "parse_status_update")
+__all__ = ("DEFAULT_MAX_DEPTH", "ComputeRequest", "parse_batch", "parse_compute_request", "parse_status_update")
+
+DEFAULT_MAX_DEPTH = 64
+"""Nesting levels a request body may have (``server.max_depth``)."""
+_PATH_CHARS = 512  # a path longer than this is cut (keys may be long)
 
 ComputeRequest = JobRequest | DelegatedSubscriptionRequest
 
@@ -41,12 +48,27 @@ def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
         raise BadRequest(f"Invalid JSON: {describe_decode_error(exc)}") from None
 
 
-def parse_compute_request(body: bytes) -> ComputeRequest:
+def _check_depth(body: bytes | msgspec.Raw, max_depth: int) -> None:
+    """Refuse a body nested deeper than ``max_depth``, naming the limit and where it is passed."""
+    if not depth_exceeds(bytes(body), max_depth):
+        return
+    path = deep_path(_decode(_any_decoder, body), max_depth) or "$"
+    if len(path) > _PATH_CHARS:
+        path = path[:_PATH_CHARS] + "..."
+    raise BadRequest(f"Request nested too deeply: more than {max_depth} levels", {"path": path, "limit": max_depth})
+
+
+def parse_compute_request(body: bytes | msgspec.Raw, max_depth: int = DEFAULT_MAX_DEPTH) -> ComputeRequest:
     """Parse a POST /api/jobs body.
 
     Raises:
-        BadRequest: Invalid JSON, not an object, or a field of the wrong type or missing.
+        BadRequest: Invalid JSON, not an object, nested deeper than ``max_depth``, or a field
+            of the wrong type or missing.
     """
+    try:
+        _check_depth(body, max_depth)
+    except msgspec.DecodeError as exc:
+        raise _bad_request(exc, "request") from None
     try:
         request: JobRequest = _decode(_job_decoder, body)
         return request
@@ -71,8 +93,9 @@ def _convert(raw: Any, job_error: msgspec.DecodeError) -> ComputeRequest:
     raise _bad_request(job_error, "job request") from None
 
 
-def parse_batch(body: bytes) -> list[ComputeRequest | BadRequest]:
-    """Parse a POST /api/jobs/batch body into one entry per item, errors included.
+def parse_batch(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> list[ComputeRequest | BadRequest]:
+    """Parse a POST /api/jobs/batch body into one entry per item, errors included (each item
+    nests up to ``max_depth`` levels of its own).
 
     Raises:
         BadRequest: The body is not valid JSON or not a JSON array.
@@ -88,7 +111,7 @@ def parse_batch(body: bytes) -> list[ComputeRequest | BadRequest]:
     parsed: list[ComputeRequest | BadRequest] = []
     for index, item in enumerate(items):
         try:
-            parsed.append(parse_compute_request(item))
+            parsed.append(parse_compute_request(item, max_depth))
         except BadRequest as exc:
             path = (exc.params or {}).get("path", "$")
             exc.params = {**(exc.params or {}), "path": f"$[{index}]{path[1:]}"}
@@ -96,13 +119,15 @@ def parse_batch(body: bytes) -> list[ComputeRequest | BadRequest]:
     return parsed
 
 
-def parse_status_update(body: bytes) -> StatusUpdate:
+def parse_status_update(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> StatusUpdate:
     """Parse a PUT /api/status body.
 
     Raises:
-        BadRequest: Invalid JSON, or a field of the wrong type, missing, or an unknown status.
+        BadRequest: Invalid JSON, nested deeper than ``max_depth``, or a field of the wrong
+            type, missing, or an unknown status.
     """
     try:
+        _check_depth(body, max_depth)
         update: StatusUpdate = _decode(_status_decoder, body)
         return update
     except msgspec.DecodeError as exc:

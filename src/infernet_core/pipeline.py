@@ -2,7 +2,8 @@
 
 Container ``i + 1`` receives container ``i``'s output as its data. Every call but the last
 has destination OFFCHAIN; the last gets the job's destination. The first failure ends the
-job, and later containers do not run.
+job, and later containers do not run; an output that could not be stored (not JSON, or
+nested deeper than ``max_depth``) is a failure of the container that gave it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from .containers.base import ContainerClient
 from .errors import ContainerFailure
 from .jobs import ContainerFailed, ContainerSucceeded, Job, JobCompleted, apply
+from .json_limits import output_problem
 from .models import ContainerError, ContainerInput, ContainerOutput, Destination, Source
 
 __all__ = ("run_pipeline",)
@@ -27,6 +29,7 @@ async def run_pipeline(
     source: Source = Source.OFFCHAIN,
     destination: Destination = Destination.OFFCHAIN,
     requires_proof: bool = False,
+    max_depth: int = 64,
 ) -> Job:
     """Run ``job.containers`` on ``data`` and return the finished job.
 
@@ -37,6 +40,7 @@ async def run_pipeline(
         source: Where ``data`` came from.
         destination: Where the last container's output goes.
         requires_proof: Passed to every container.
+        max_depth: Nesting levels an output may have.
 
     Returns:
         The job in state SUCCEEDED or FAILED.
@@ -51,6 +55,9 @@ async def run_pipeline(
         )
         try:
             data = await clients[container_id].run(payload)
+            problem = output_problem(data, max_depth)
+            if problem is not None:
+                raise ContainerFailure(problem)
         except ContainerFailure as failure:
             error = ContainerError(container=container_id, error=failure.message)
             return apply(job, ContainerFailed(error=error), now=time.time())

@@ -45,7 +45,7 @@ def test_encode_chunk(value: Any, chunk: bytes) -> None:
 def test_encode_chunk_refuses_unrepresentable_values() -> None:
     with pytest.raises(ContainerFailure) as caught:
         encode_chunk(object())
-    assert caught.value.message.startswith("chunk is not JSON-representable: ")
+    assert caught.value.message == "chunk is not JSON-representable (object)"
 
 
 @pytest.mark.parametrize(
@@ -119,7 +119,7 @@ async def test_async_generator_unrepresentable_chunk_fails() -> None:
 
     with pytest.raises(ContainerFailure) as caught:
         await LocalContainer("odd", odd).run(STREAM)
-    assert caught.value.message.startswith("chunk is not JSON-representable: ")
+    assert caught.value.message == "chunk is not JSON-representable (object)"
 
 
 async def test_async_generator_run_times_out() -> None:
@@ -333,3 +333,10 @@ async def test_http_resources_failures(response: httpx.Response, message: str) -
         with pytest.raises(ContainerFailure) as caught:
             await container.resources()
     assert caught.value.message == message
+
+
+def test_decode_output_keeps_a_body_nested_too_deeply_as_text() -> None:
+    body = b"[" * 65 + b"]" * 65
+    assert decode_output(body) == body.decode()  # 65 levels: more than the default 64
+    assert decode_output(b"[[]]", max_depth=2) == [[]]
+    assert decode_output(b"[[[]]]", max_depth=2) == "[[[]]]"

@@ -499,3 +499,53 @@ def test_invalid_utf8_in_a_batch_item_is_that_item_s_error() -> None:
     assert isinstance(entry, BadRequest)
     assert entry.message == "Invalid JSON: a string is not valid UTF-8"
     assert entry.params == {"path": "$[0]"}
+
+
+# -- nesting depth (server.max_depth) -------------------------------------------------------------
+
+
+def nested_data(levels: int) -> Any:
+    value: Any = 1
+    for _ in range(levels):
+        value = {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("parse", [parse_compute_request, parse_status_update])
+def test_a_body_may_nest_up_to_the_limit_and_no_deeper(parse: Any) -> None:
+    # The body's object is level 1, so data may nest max_depth - 1 levels.
+    at_limit = {"containers": ["a"], "data": nested_data(63), "id": "x", "status": "running"}
+    assert depth_of(at_limit) == 64
+    if parse is parse_compute_request:
+        assert parse_compute_request(body(at_limit)).data == at_limit["data"]
+    too_deep = {**at_limit, "data": nested_data(64)}
+    with pytest.raises(BadRequest) as caught:
+        parse(body(too_deep))
+    assert caught.value.message == "Request nested too deeply: more than 64 levels"
+    assert caught.value.params == {"path": "$.data" + ".k" * 63, "limit": 64}
+
+
+def test_the_depth_limit_is_the_callers() -> None:
+    request = {"containers": ["a"], "data": {"d": [[[1]]]}}
+    assert parse_compute_request(body(request), max_depth=5).data == {"d": [[[1]]]}
+    with pytest.raises(BadRequest) as caught:
+        parse_compute_request(body(request), max_depth=4)
+    assert caught.value.params == {"path": "$.data.d[0][0]", "limit": 4}
+
+
+def test_a_batch_item_too_deep_is_that_item_s_error() -> None:
+    good = {"containers": ["a"], "data": nested_data(63)}
+    bad = {"containers": ["a"], "data": {"x": [nested_data(63)]}}
+    first, second = parse_batch(body([good, bad]))
+    assert isinstance(first, JobRequest)
+    assert isinstance(second, BadRequest)
+    assert second.message == "Request nested too deeply: more than 64 levels"
+    assert second.params is not None and second.params["path"].startswith("$[1].data.x[0]")
+
+
+def depth_of(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(depth_of, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(depth_of, value), default=0)
+    return 0

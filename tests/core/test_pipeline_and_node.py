@@ -221,9 +221,32 @@ async def test_pipeline_non_json_output_fails(output: Any) -> None:
     job = await run_pipeline(job_for("bad", "next"), clients, {})
     assert job.state is JobState.FAILED
     assert job.error is not None and job.error.container == "bad"
-    assert job.error.error.startswith("output is not JSON-representable: ")
+    assert job.error.error == "output is not JSON-representable"
     assert nxt.calls == []
     assert job.outputs == ()
+
+
+@pytest.mark.parametrize("max_depth", [3, 64])
+async def test_pipeline_output_nested_too_deeply_fails_its_job(max_depth: int) -> None:
+    """An output nested deeper than max_depth could be stored but not read back inside a
+    job record: the container that gave it fails the job; one at the limit succeeds."""
+
+    def nest(levels: int) -> Any:
+        value: Any = 1
+        for _ in range(levels):
+            value = [value]
+        return value
+
+    nxt = Recorder()
+    clients = {"deep": LocalContainer("deep", Recorder(lambda d: nest(d["n"]))), "next": LocalContainer("next", nxt)}
+    job = await run_pipeline(job_for("deep"), clients, {"n": max_depth}, max_depth=max_depth)
+    assert job.state is JobState.SUCCEEDED and job.outputs[0].output == nest(max_depth)
+    job = await run_pipeline(job_for("deep", "next"), clients, {"n": max_depth + 1}, max_depth=max_depth)
+    assert job.state is JobState.FAILED
+    assert job.error == ContainerError(
+        container="deep", error=f"output nested too deeply: more than {max_depth} levels"
+    )
+    assert nxt.calls == []  # the output that failed went nowhere
 
 
 async def test_pipeline_outputs_converted_to_plain_json() -> None:

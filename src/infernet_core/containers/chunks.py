@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from ..errors import ContainerFailure
+from ..json_limits import depth_exceeds
 
 __all__ = ("decode_output", "encode_chunk")
 
@@ -35,13 +36,15 @@ def encode_chunk(value: Any) -> bytes:
         return value.encode()
     try:
         return _encode(value)
-    except (TypeError, msgspec.EncodeError) as exc:
-        raise ContainerFailure(f"chunk is not JSON-representable: {exc}") from None
+    except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError):
+        raise ContainerFailure(f"chunk is not JSON-representable ({type(value).__name__})") from None
 
 
-def decode_output(body: bytes) -> Any:
+def decode_output(body: bytes, max_depth: int = 64) -> Any:
     """The output a stream's collected ``body`` stands for: its JSON value when the whole body
-    is JSON, else its text (UTF-8, invalid bytes replaced)."""
+    is JSON nested at most ``max_depth`` levels, else its text (UTF-8, invalid bytes replaced)."""
+    if depth_exceeds(body, max_depth):
+        return body.decode("utf-8", "replace")
     try:
         return _decode(body)
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):

@@ -12,6 +12,7 @@ import anyio.to_thread
 import msgspec
 
 from ..errors import ContainerFailure
+from ..json_limits import NOT_JSON
 from ..models import ContainerInfo, ContainerInput
 from .base import ContainerClient
 from .chunks import decode_output, encode_chunk
@@ -87,8 +88,8 @@ class LocalContainer(ContainerClient):
             raise _raised(exc) from exc
         try:
             return msgspec.to_builtins(output)
-        except (TypeError, msgspec.EncodeError) as exc:
-            raise ContainerFailure(f"output is not JSON-representable: {exc}") from None
+        except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError):
+            raise ContainerFailure(NOT_JSON) from None
 
     @asynccontextmanager
     async def stream(self, payload: ContainerInput) -> AsyncIterator[AsyncIterator[bytes]]:
