@@ -49,7 +49,7 @@ from .models import (
 from .parsing import ComputeRequest
 from .pipeline import run_pipeline
 from .resources import collect_resources
-from .store import ResultStore
+from .store import ResultStore, expired
 from .streaming import STREAM_ONLY_OFFCHAIN, JobStream
 
 if TYPE_CHECKING:
@@ -63,6 +63,9 @@ BatchEntry = str | None | InfernetError
 """One batch answer: a job id, ``None`` for an accepted delegated subscription, or an error."""
 
 STOPPED_REASON = "node stopped before the job finished"
+
+EXPIRY_SWEEP = 1.0
+"""Seconds between sweeps that fail the jobs still running after ``store.pending_ttl``."""
 """The error of a job whose node stopped (or died) while running it."""
 
 
@@ -206,6 +209,7 @@ class Node:
                 self._task_group.start_soon(docker.monitor)
             for job, request in await self.store.interrupted():
                 self._spawn(job, request, True)
+            self._task_group.start_soon(self._expire_overdue)
             await self.dispatcher.start(self._task_group, self._spawn)
             if self._chain is not None:
                 await self._chain.start(self._task_group)
@@ -512,18 +516,23 @@ class Node:
         if request is None or (interrupted and not self.config.rerun_interrupted):
             job = apply(job, JobAborted(container="", reason=STOPPED_REASON), now=time.time())
         else:
-            job = await self._run_pipeline(job, request)
+            # A job has store.pending_ttl to finish, counted from its acceptance (a rerun's
+            # from now), time queued for a container slot included.
+            start = time.time() if interrupted else job.created_at
+            job = await self._run_pipeline(job, request, deadline=start + self.config.store.pending_ttl)
         await self._store_result(job)
 
-    async def _run_pipeline(self, job: Job, request: JobRequest) -> Job:
+    async def _run_pipeline(self, job: Job, request: JobRequest, deadline: float) -> Job:
         try:
-            return await run_pipeline(
-                job,
-                self._clients,
-                request.data,
-                requires_proof=request.requires_proof,
-                max_depth=self.config.server.max_depth,
-            )
+            with anyio.move_on_after(max(0.0, deadline - time.time())):
+                return await run_pipeline(
+                    job,
+                    self._clients,
+                    request.data,
+                    requires_proof=request.requires_proof,
+                    max_depth=self.config.server.max_depth,
+                )
+            return expired(job, time.time())  # still running after pending_ttl: given up
         except anyio.get_cancelled_exc_class():
             # The node is stopping. With rerun_interrupted the job is left running for a
             # restart (or another replica) to run again; otherwise it fails now.
@@ -553,6 +562,24 @@ class Node:
             log.exception("on-chain job %s crashed", job.id)
             return apply(job, JobAborted(container="", reason=f"internal error: {exc}"), now=time.time())
 
+    async def _expire_overdue(self) -> None:
+        """Every :data:`EXPIRY_SWEEP` seconds, fail the jobs still running after
+        ``pending_ttl`` (never raises: a failing store is logged, once while it fails)."""
+        failing = False
+        while True:
+            await anyio.sleep(EXPIRY_SWEEP)
+            try:
+                count = await self.store.expire_running()
+            except Exception as exc:
+                if not failing:
+                    reason = exc.message if isinstance(exc, InfernetError) else repr(exc)
+                    log.warning("cannot expire overdue jobs (retrying every %gs): %s", EXPIRY_SWEEP, reason)
+                failing = True
+                continue
+            failing = False
+            if count:
+                log.warning("%d job(s) still running after pending_ttl were failed (expired)", count)
+
     async def _store_result(self, job: Job, patience: float | None = None) -> None:
         """Store a finished job, retrying while the store is unavailable (up to ``patience``
         seconds, by default the pending TTL, after which the record has expired anyway)."""
@@ -561,7 +588,10 @@ class Node:
         while True:
             try:
                 if not await self.store.put(job):
-                    log.warning("job %s was already finished (by PUT /api/status); its run's result is dropped", job.id)
+                    log.warning(
+                        "job %s was already finished (expired, or by PUT /api/status); its run's result is dropped",
+                        job.id,
+                    )
                 return
             except StoreUnavailable as exc:
                 if anyio.current_time() + delay > deadline:

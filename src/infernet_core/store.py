@@ -6,8 +6,12 @@ is accepted (state ``RUNNING``, with the request that started it) and again when
 ``put`` replaces the job's record, except that a finished job is final.
 
 Retention is the store's own business and is done by the store (key expiry, an index on
-deadlines), never by scanning every job: running jobs are forgotten after ``pending_ttl``;
-finished ones are kept, or dropped after ``finished_ttl`` or beyond ``max_finished``.
+deadlines), never by scanning every job: finished jobs are kept, or dropped after
+``finished_ttl`` or beyond ``max_finished``. A job still running after ``pending_ttl`` is not
+forgotten: :meth:`ResultStore.expire_running` (which the node calls every second) fails it
+with :data:`EXPIRED_REASON`, and from then on it is kept like any finished job. Only a running
+job that no sweep reaches within :data:`OVERDUE_GRACE` after its deadline (no node is running)
+is dropped.
 """
 
 from __future__ import annotations
@@ -16,10 +20,21 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .jobs import Job
+from .jobs import Job, JobAborted, apply
 from .models import JobRequest
 
-__all__ = ("ResultStore", "Retention")
+__all__ = ("EXPIRED_REASON", "OVERDUE_GRACE", "ResultStore", "Retention", "expired")
+
+EXPIRED_REASON = "expired: still running after pending_ttl"
+"""The error of a job failed because it was still running after ``pending_ttl``."""
+
+OVERDUE_GRACE = 60.0
+"""Seconds a store keeps a running job past its deadline for a sweep to fail it."""
+
+
+def expired(job: Job, now: float) -> Job:
+    """``job``, failed because it was still running after ``pending_ttl``."""
+    return apply(job, JobAborted(container="", reason=EXPIRED_REASON), now=now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +42,7 @@ class Retention:
     """How long a store keeps jobs.
 
     Attributes:
-        pending_ttl: Seconds a running job is kept before it is forgotten.
+        pending_ttl: Seconds a job may be running before it is failed (expired).
         finished_ttl: Seconds a finished job is kept; ``None`` keeps it.
         max_finished: Finished jobs kept, oldest dropped first; ``None`` is unbounded.
     """
@@ -89,6 +104,18 @@ class ResultStore(ABC):
     @abstractmethod
     async def pending_count(self) -> int:
         """How many jobs, across all clients (and all nodes sharing the store), are pending."""
+
+    @abstractmethod
+    async def expire_running(self, limit: int = 1000) -> int:
+        """Fail the jobs still running after ``pending_ttl`` (:func:`expired`): from now on
+        they read as failed and are kept like any finished job.
+
+        Args:
+            limit: At most this many in one call (the node calls again a second later).
+
+        Returns:
+            How many jobs this call failed.
+        """
 
     async def open(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Connect or open files; called once when the node starts.

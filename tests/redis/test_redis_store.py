@@ -20,7 +20,7 @@ from infernet_core.backends import build_backend
 from infernet_core.errors import ConfigError, StoreUnavailable
 from infernet_core.jobs import ContainerSucceeded, Job, JobCompleted, JobState, apply, new_job
 from infernet_core.models import ContainerOutput, JobRequest
-from infernet_core.store import ResultStore
+from infernet_core.store import EXPIRED_REASON, ResultStore
 from infernet_core.stores.redis import RedisBackend, RedisLeaseDispatcher, RedisResultStore
 
 pytestmark = pytest.mark.anyio
@@ -147,17 +147,43 @@ async def test_pending_ttl_expiry(make_backend: BackendFactory, redis_url_clean:
     await store.put(running("new"))
     await store.put(finished("done"))
     assert await store.pending_count() == 2
-    await anyio.sleep(0.6)  # old: 1.1 s, expired; new: 0.6 s, kept
+    await anyio.sleep(0.6)  # old: 1.1 s, due; new: 0.6 s, not
+    assert [job.pending for job in await store.get("c1", ["old"])] == [True]  # until the sweep
+    assert await store.expire_running() == 1
     assert await store.pending_count() == 1
-    assert await store.get("c1", ["old"]) == []
-    assert await store.ids("c1") == ["new", "done"]
-    await anyio.sleep(0.5)  # new expired too; finished jobs never expire
+    [old] = await store.get("c1", ["old"])
+    assert old.state is JobState.FAILED and old.error is not None and old.error.error == EXPIRED_REASON
+    assert await store.ids("c1") == ["new", "old", "done"]
+    await anyio.sleep(0.5)  # new is due too; finished jobs never expire
+    assert await store.expire_running() == 1
     assert await store.pending_count() == 0
-    assert await store.ids("c1") == ["done"]
     assert await store.ids("c1", pending=True) == []
-    assert [j.id for j in await store.get("c1", ["new", "done"])] == ["done"]
-    # The expired records are gone from Redis, not just hidden.
+    assert await store.ids("c1", pending=False) == ["old", "new", "done"]
+    # The running records are gone from Redis: the jobs are finished ones now.
     assert not [k for k in await keys(redis_url_clean) if ":run:" in k or ":pending:" in k]
+
+
+async def test_two_replicas_sweeping_fail_each_expired_job_once(make_backend: BackendFactory) -> None:
+    one = await opened(make_backend, pending_ttl=0.3)
+    two = await opened(make_backend, pending_ttl=0.3)
+    for n in range(40):
+        await one.put(running(f"j{n}"))
+    await anyio.sleep(0.4)
+    counts: list[int] = []
+
+    async def sweep(store: RedisResultStore) -> None:
+        while await store.pending_count():  # racing the others for the same due jobs
+            counts.append(await store.expire_running(limit=7))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(4):
+            tg.start_soon(sweep, one)
+            tg.start_soon(sweep, two)
+    assert sum(counts) == 40  # each failed by exactly one sweep
+    assert await one.pending_count() == 0
+    assert {job.error.error for job in await two.get("c1", [f"j{n}" for n in range(40)]) if job.error} == {
+        EXPIRED_REASON
+    }
 
 
 async def test_running_key_has_a_ttl_and_finished_key_has_none(
@@ -173,7 +199,7 @@ async def test_running_key_has_a_ttl_and_finished_key_has_none(
         await client.aclose()
     [run_key] = [k for k in ttls if ":run:" in k]
     [done_key] = [k for k in ttls if ":done:" in k]
-    assert 99_000 < ttls[run_key] <= 101_000
+    assert 159_000 < ttls[run_key] <= 161_000  # pending_ttl, the overdue grace and a second
     assert ttls[done_key] == -1
 
 
@@ -329,7 +355,7 @@ async def test_running_jobs_are_the_replicas_until_they_end(make_backend: Backen
         # The record and its meta expire together (the later put renewed both); the script sets
         # the two deadlines one command apart, so they may differ by a millisecond or two.
         run_ttl, meta_ttl = await client.pttl("infernet:run:2:c1\na"), await client.pttl("infernet:meta:2:c1\na")
-        assert 899_000 < run_ttl <= 901_000
+        assert 959_000 < run_ttl <= 961_000
         assert abs(meta_ttl - run_ttl) <= 5
         assert not await client.exists("infernet:meta:2:c1\nc")
         assert await other.put(finished("a"))  # through another replica
@@ -347,6 +373,7 @@ async def test_an_expired_running_job_is_released(make_backend: BackendFactory, 
     store._backend.replica = "r1"
     await store.put(running("a"), JobRequest(containers=["a"], data={}))
     await anyio.sleep(0.4)
+    assert await store.expire_running() == 1
     assert await store.pending_count() == 0
     client = aioredis.Redis.from_url(redis_url_clean)
     try:

@@ -17,7 +17,7 @@ from store_kit import FakeClock, finished, request_for, running
 from infernet_core.errors import StoreUnavailable
 from infernet_core.jobs import Job
 from infernet_core.models import JobRequest
-from infernet_core.store import Retention
+from infernet_core.store import OVERDUE_GRACE, Retention
 from infernet_core.stores.sqlite import SqliteResultStore
 
 pytestmark = pytest.mark.anyio
@@ -127,10 +127,10 @@ async def test_gets_of_recent_jobs_are_answered_without_sql(tmp_path: Path) -> N
         assert await store.get("c1", ["a"]) == []  # trimmed (max_finished=2): dropped from the cache too
         assert await store.get("c2", ["b"]) == []  # another client's id
         assert reads == ["file", "file"]
-        clock.advance(10)  # r's pending TTL runs out: the cache knows it is gone
+        clock.advance(10 + OVERDUE_GRACE)  # r was never swept: past its grace, the cache knows it is gone
         assert await store.get("c1", ["r", "b"]) == [finished("b")]
         assert reads == ["file", "file"]
-        assert await store.put(finished("r")) is True  # a new job over the expired one
+        assert await store.put(finished("r")) is True  # a new job over the dropped one
         assert await store.get("c1", ["r"]) == [finished("r")]
     finally:
         await store.aclose()
@@ -154,7 +154,7 @@ async def test_a_put_whose_caller_has_gone_still_updates_the_cache(tmp_path: Pat
 
 async def test_puts_look_for_expired_rows_only_once_one_may_exist(tmp_path: Path) -> None:
     clock = FakeClock()
-    store = await opened(tmp_path / "node.db", Retention(pending_ttl=10.0, finished_ttl=20.0), clock)
+    store = await opened(tmp_path / "node.db", Retention(pending_ttl=10.0, finished_ttl=200.0), clock)
     try:
         await store.put(running("first"))  # the first put after opening purges
         with traced(store) as statements:
@@ -163,7 +163,7 @@ async def test_puts_look_for_expired_rows_only_once_one_may_exist(tmp_path: Path
                 await store.put(finished(f"j{n}"))
                 clock.advance(1)
         assert not [s for s in statements if s.startswith("DELETE")], statements
-        clock.advance(5)  # "first" is past its pending TTL
+        clock.advance(5 + OVERDUE_GRACE)  # "first" is past its pending TTL and the grace
         with traced(store) as statements:
             await store.put(running("next"))
         assert any(s.startswith("DELETE") and "pending = 1" in s for s in statements), statements

@@ -13,7 +13,7 @@ import pytest
 from store_kit import FakeClock, failed, finished, progressed, request_for, running
 
 from infernet_core.errors import StoreUnavailable
-from infernet_core.store import Retention
+from infernet_core.store import OVERDUE_GRACE, Retention
 from infernet_core.stores.sqlite import SqliteResultStore, checkpoint
 
 pytestmark = pytest.mark.anyio
@@ -75,7 +75,9 @@ async def test_retention_state_is_rebuilt_on_reopen(db_path: Path) -> None:
         await store.put(finished("c"))  # a third finished job: the oldest from before goes
         assert await store.ids("c1", pending=False) == ["b", "c"]
         clock.advance(10)  # the deadline stored before the reopen still holds
+        assert await store.expire_running() == 1
         assert await store.ids("c1", pending=True) == []
+        assert await store.ids("c1", pending=False) == ["r", "c"]  # r, failed, kept as finished
     finally:
         await store.aclose()
 
@@ -113,7 +115,8 @@ async def test_interrupted_returns_running_jobs_with_requests_once(db_path: Path
     assert await store.interrupted() == []  # this run's own jobs are not interrupted ones
     await store.aclose()  # no terminal put for a, b, no-request: what a killed node leaves
 
-    clock.advance(40)  # stale is now 70 s old: past pending_ttl, forgotten; the others are 40 s old
+    # stale is past pending_ttl and the grace (no sweep reached it): forgotten; the others are not
+    clock.advance(40 + OVERDUE_GRACE)
     store = await opened(db_path, retention, clock)
     try:
         found = {(job.client, job.id): (job, request) for job, request in await store.interrupted()}
@@ -229,6 +232,9 @@ async def test_retention_and_reads_use_indexes_not_scans(db_path: Path) -> None:
         await store.ids("c1")
         await store.ids("c1", pending=True)
         await store.pending_count()
+        await store.put(running("late"), request_for(9))
+        clock.advance(6)
+        assert await store.expire_running() == 1
     finally:
         store._db.set_trace_callback(None)
         await store.aclose()

@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import anyio.from_thread
+import msgspec
 import pytest
 from anyio.from_thread import BlockingPortal
 from hypothesis import HealthCheck, settings
@@ -43,7 +44,7 @@ from store_kit import (
 
 from infernet_core.jobs import Job, JobState
 from infernet_core.models import ContainerError, ContainerOutput
-from infernet_core.store import ResultStore, Retention
+from infernet_core.store import EXPIRED_REASON, OVERDUE_GRACE, ResultStore, Retention, expired
 
 IPV4 = "127.0.0.1"
 IPV6_CLIENTS = ("::1", "2001:db8::1", "2001:db8::10", "::ffff:127.0.0.1", "2001:db8:0:0:0:0:0:1")
@@ -295,25 +296,35 @@ async def test_finished_straight_away_is_final_too(store_factory: StoreFactory) 
 # -- retention: pending TTL ---------------------------------------------------------------------
 
 
+def expired_reason(jobs: list[Job]) -> list[tuple[str, JobState, str | None]]:
+    return [(job.id, job.state, job.error.error if job.error else None) for job in jobs]
+
+
 @pytest.mark.anyio
-async def test_pending_ttl_expiry(store_factory: StoreFactory, timeline: Timeline) -> None:
+async def test_a_job_still_running_after_pending_ttl_is_failed_never_forgotten(
+    store_factory: StoreFactory, timeline: Timeline
+) -> None:
     store = await store_factory(Retention(pending_ttl=timeline.seconds(4)))
     await store.put(running("old"))
     await timeline.advance(2)
     await store.put(running("new"))
     await store.put(finished("done"))
-    await timeline.advance(1)  # old is 3 units old: kept
+    await timeline.advance(1)  # old is 3 units old: not due
+    assert await store.expire_running() == 0
     assert await store.pending_count() == 2
-    assert ids_of(await store.get("c1", ["old", "new"])) == ["old", "new"]
-    await timeline.advance(2)  # old is 5 units old: forgotten; new is 3: kept
+    await timeline.advance(2)  # old is 5 units old: due; until the sweep it still reads running
+    assert [job.pending for job in await store.get("c1", ["old"])] == [True]
+    assert await store.expire_running() == 1
+    assert expired_reason(await store.get("c1", ["old"])) == [("old", JobState.FAILED, EXPIRED_REASON)]
     assert await store.pending_count() == 1
-    assert await store.get("c1", ["old"]) == []
-    assert await store.ids("c1") == ["new", "done"]
-    await timeline.advance(2)  # new is 5 units old too; finished jobs never expire
+    assert await store.ids("c1") == ["new", "old", "done"]
+    assert await store.put(finished("old")) is False  # failed is final: a late result is refused
+    assert await store.expire_running() == 0  # nothing else is due
+    await timeline.advance(2)  # new is 5 units old too
+    assert await store.expire_running() == 1
     assert await store.pending_count() == 0
-    assert await store.ids("c1") == ["done"]
     assert await store.ids("c1", pending=True) == []
-    assert ids_of(await store.get("c1", ["new", "done"])) == ["done"]
+    assert await store.ids("c1", pending=False) == ["old", "new", "done"]
 
 
 @pytest.mark.anyio
@@ -322,39 +333,62 @@ async def test_putting_running_again_renews_the_ttl(store_factory: StoreFactory,
     await store.put(running("a"))
     await store.put(running("b"))
     await timeline.advance(3)
-    await store.put(progressed("a", output=1))  # renewed: a now expires 4 units from here
-    await timeline.advance(2)  # b is 5 units old: gone; a was renewed 2 units ago
+    await store.put(progressed("a", output=1))  # renewed: a is due 4 units from here
+    await timeline.advance(2)  # b is 5 units old: due; a was renewed 2 units ago
+    assert await store.expire_running() == 1
     assert await store.ids("c1", pending=True) == ["a"]
     assert await store.pending_count() == 1
     await timeline.advance(3)
+    assert await store.expire_running() == 1
     assert await store.pending_count() == 0
-    assert await store.ids("c1") == []
+    assert expired_reason(await store.get("c1", ["a", "b"])) == [
+        ("a", JobState.FAILED, EXPIRED_REASON),
+        ("b", JobState.FAILED, EXPIRED_REASON),
+    ]
 
 
 @pytest.mark.anyio
-async def test_an_expired_job_can_still_finish(store_factory: StoreFactory, timeline: Timeline) -> None:
-    store = await store_factory(Retention(pending_ttl=timeline.seconds(2)))
+async def test_expired_jobs_are_kept_like_finished_ones(store_factory: StoreFactory, timeline: Timeline) -> None:
+    """An expired job counts against max_finished, in the order it was failed."""
+    store = await store_factory(Retention(pending_ttl=timeline.seconds(2), max_finished=2))
+    await store.put(finished("f1"))
     await store.put(running("slow"))
-    await store.put(running("other"))
     await timeline.advance(3)
-    assert await store.ids("c1") == []
-    done = finished("slow")
-    assert await store.put(done) is True
-    assert await store.get("c1", ["slow"]) == [done]
-    assert await store.ids("c1", pending=False) == ["slow"]
+    assert await store.expire_running(limit=10) == 1
+    await store.put(finished("f2"))
+    assert await store.ids("c1", pending=False) == ["slow", "f2"]  # f1, the oldest finished, dropped
+
+
+@pytest.mark.anyio
+async def test_expire_running_fails_at_most_limit_per_call(store_factory: StoreFactory, timeline: Timeline) -> None:
+    store = await store_factory(Retention(pending_ttl=timeline.seconds(2)))
+    for n in range(5):
+        await store.put(running(f"j{n}"))
+    await timeline.advance(3)
+    assert await store.expire_running(limit=3) == 3
+    assert await store.pending_count() == 2
+    assert await store.expire_running(limit=3) == 2
     assert await store.pending_count() == 0
 
 
 @pytest.mark.anyio
-async def test_an_expired_job_put_again_is_a_new_job(store_factory: StoreFactory, timeline: Timeline) -> None:
-    store = await store_factory(Retention(pending_ttl=timeline.seconds(4)))
+async def test_a_running_job_no_sweep_reaches_is_dropped_after_the_grace(
+    store_factory: StoreFactory, timeline: Timeline
+) -> None:
+    """Only when no node sweeps (none is running) for OVERDUE_GRACE past its deadline is a
+    running job dropped; put again, it is a new job."""
+    if not timeline.controllable:
+        pytest.skip("the grace is a minute of Redis's own clock")
+    store = await store_factory(Retention(pending_ttl=4.0))
     await store.put(running("p"))
     await timeline.advance(2)
     await store.put(running("q"))
-    await timeline.advance(3)  # p expired, q did not
+    await timeline.advance(2 + OVERDUE_GRACE + 0.5)  # p is past its grace, q is not
+    assert await store.get("c1", ["p"]) == []
+    assert await store.pending_count() == 1
     assert await store.put(running("p")) is True
     assert await store.ids("c1", pending=True) == ["q", "p"]  # p is listed as the newer job now
-    assert await store.pending_count() == 2
+    assert await store.expire_running() == 1  # q; p is new
 
 
 @pytest.mark.anyio
@@ -364,10 +398,11 @@ async def test_pending_ttl_boundary_is_exclusive(store_factory: StoreFactory, ti
     store = await store_factory(Retention(pending_ttl=10.0))
     await store.put(running("j"))
     await timeline.advance(9.999)
-    assert await store.pending_count() == 1
-    await timeline.advance(0.001)  # exactly pending_ttl old: gone
+    assert await store.expire_running() == 0
+    await timeline.advance(0.001)  # exactly pending_ttl old: due
+    assert await store.expire_running() == 1
     assert await store.pending_count() == 0
-    assert await store.get("c1", ["j"]) == []
+    assert expired_reason(await store.get("c1", ["j"])) == [("j", JobState.FAILED, EXPIRED_REASON)]
 
 
 # -- retention: finished --------------------------------------------------------------------------
@@ -380,7 +415,8 @@ async def test_finished_are_kept_by_default(store_factory: StoreFactory, timelin
         await store.put(finished(f"f{n}"))
     await store.put(running("r"))
     await timeline.advance(3)
-    assert await store.ids("c1") == [f"f{n}" for n in range(50)]
+    assert await store.expire_running() == 1
+    assert await store.ids("c1") == [*(f"f{n}" for n in range(50)), "r"]
 
 
 @pytest.mark.anyio
@@ -474,23 +510,37 @@ class _Entry:
     job: Job
     deadline: float
     seq: int
+    last_put: int = 0
 
 
 class StoreModel:
-    """The contract, as plainly as possible: a dict, lazily expired, with orders as counters."""
+    """The contract, as plainly as possible: a dict, lazily expired, with orders as counters.
+    A running job past its deadline is failed by ``expire_running`` (in deadline order, then
+    last-put order); one no sweep reached within the grace is dropped."""
 
     def __init__(self, retention: Retention) -> None:
         self.retention = retention
         self.entries: dict[tuple[str, str], _Entry] = {}
         self.finish_order: list[tuple[str, str]] = []  # finished keys, oldest finish first
         self.next_seq = 0
+        self.puts = 0
 
     def expire(self, now: float) -> None:
         for key, entry in list(self.entries.items()):
-            if entry.deadline <= now:
+            grace = OVERDUE_GRACE if entry.job.pending else 0.0
+            if entry.deadline + grace <= now:
                 del self.entries[key]
                 if key in self.finish_order:
                     self.finish_order.remove(key)
+
+    def expire_running(self, now: float) -> int:
+        self.expire(now)
+        due = sorted(
+            (e.deadline, e.last_put, key) for key, e in self.entries.items() if e.job.pending and e.deadline <= now
+        )
+        for _, _, key in due:
+            self._finish(key, expired(self.entries[key].job, 0.0), self.entries[key].seq, now)
+        return len(due)
 
     def put(self, job: Job, now: float) -> bool:
         self.expire(now)
@@ -501,16 +551,20 @@ class StoreModel:
         if old is None:
             self.next_seq += 1
         seq = old.seq if old is not None else self.next_seq
+        self.puts += 1
         if job.pending:
-            self.entries[key] = _Entry(job, now + self.retention.pending_ttl, seq)
+            self.entries[key] = _Entry(job, now + self.retention.pending_ttl, seq, self.puts)
             return True
+        self._finish(key, job, seq, now)
+        return True
+
+    def _finish(self, key: tuple[str, str], job: Job, seq: int, now: float) -> None:
         ttl = self.retention.finished_ttl
         self.entries[key] = _Entry(job, now + ttl if ttl is not None else float("inf"), seq)
         self.finish_order.append(key)
         limit = self.retention.max_finished
         while limit is not None and len(self.finish_order) > limit:
             del self.entries[self.finish_order.pop(0)]
-        return True
 
     def get(self, client: str, ids: list[str], now: float) -> list[Job]:
         self.expire(now)
@@ -529,6 +583,13 @@ class StoreModel:
     def pending_count(self, now: float) -> int:
         self.expire(now)
         return sum(1 for e in self.entries.values() if e.job.pending)
+
+
+def unstamped(job: Job) -> Job:
+    """An expired job as the model knows it: the store stamps its own finish time."""
+    if job.error is not None and job.error.error == EXPIRED_REASON:
+        return msgspec.structs.replace(job, finished_at=0.0)
+    return job
 
 
 class StoreMachine(RuleBasedStateMachine):
@@ -591,7 +652,12 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(client=st.sampled_from(CLIENTS), ids=st.lists(st.sampled_from((*JOB_IDS, "unknown")), max_size=6))
     def get(self, client: str, ids: list[str]) -> None:
         assert self.model is not None
-        assert self.call("get", client, ids) == self.model.get(client, ids, self.now)
+        assert list(map(unstamped, self.call("get", client, ids))) == self.model.get(client, ids, self.now)
+
+    @rule()
+    def expire_running(self) -> None:
+        assert self.model is not None
+        assert self.call("expire_running") == self.model.expire_running(self.now)
 
     @rule(client=st.sampled_from(CLIENTS), pending=st.sampled_from((None, True, False)))
     def ids(self, client: str, pending: bool | None) -> None:

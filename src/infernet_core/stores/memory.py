@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from ..jobs import Job
 from ..models import JobRequest
-from ..store import ResultStore, Retention
+from ..store import OVERDUE_GRACE, ResultStore, Retention, expired
 
 __all__ = ("DEFAULT_MAX_FINISHED", "MemoryResultStore")
 
@@ -51,13 +51,29 @@ class MemoryResultStore(ResultStore):
             self._pending[key] = (now + self._pending_ttl, job)
             self._pending.move_to_end(key)
             return True
+        self._finish(key, job, now)
+        return True
+
+    async def expire_running(self, limit: int = 1000) -> int:
+        self._expire()
+        now = self._clock()
+        failed = 0
+        pending = self._pending
+        while pending and failed < limit:
+            key, (deadline, job) = next(iter(pending.items()))
+            if deadline > now:
+                break
+            self._finish(key, expired(job, time.time()), now)
+            failed += 1
+        return failed
+
+    def _finish(self, key: _Key, job: Job, now: float) -> None:
         self._pending.pop(key, None)
         deadline = now + self._finished_ttl if self._finished_ttl is not None else float("inf")
         self._finished[key] = (deadline, job)
         while len(self._finished) > self._max_finished:
             old_key, _ = self._finished.popitem(last=False)
             self._forget(old_key)
-        return True
 
     async def get(self, client: str, ids: Sequence[str]) -> list[Job]:
         self._expire()
@@ -90,11 +106,13 @@ class MemoryResultStore(ResultStore):
         return len(self._pending) + len(self._finished)
 
     def _expire(self) -> None:
+        """Drop finished jobs past their deadline, and running ones that no sweep failed
+        within the grace after theirs."""
         now = self._clock()
-        for entries in (self._pending, self._finished):
+        for entries, grace in ((self._pending, OVERDUE_GRACE), (self._finished, 0.0)):
             while entries:
                 key, (deadline, _) = next(iter(entries.items()))
-                if deadline > now:
+                if deadline + grace > now:
                     break
                 del entries[key]
                 self._forget(key)

@@ -14,6 +14,7 @@ Every key starts with the configured prefix ``P``. A client is written as its *t
 can run into the id that follows it; keys are only ever built, never split::
 
     P:run:{tag}\\n{id}     the running job (msgspec JSON), expiring a little after pending_ttl
+                          plus the overdue grace (a sweep fails it before then)
     P:done:{tag}\\n{id}    the finished job, expiring a little after finished_ttl (if set)
     P:pending:{tag}       zset: the client's running ids, scored by first-put order
     P:finished:{tag}      zset: the client's finished ids, scored by first-put order

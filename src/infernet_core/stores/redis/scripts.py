@@ -5,9 +5,15 @@ Each script is atomic and takes one round trip. Time is Redis's own clock (``TIM
 
 from __future__ import annotations
 
-__all__ = ("COMMON", "GET", "IDS", "PENDING_COUNT", "PUT", "RENEW", "RETIRE", "TAKE_OVER")
+from ...store import OVERDUE_GRACE
 
-COMMON = r"""
+__all__ = ("COMMON", "GET", "IDS", "OVERDUE", "PENDING_COUNT", "PUT", "RENEW", "RETIRE", "TAKE_OVER")
+
+# A running job past its deadline (P:all:pending's score) is kept OVERDUE_GRACE_US longer for
+# a sweep (OVERDUE, then a terminal PUT) to fail it; only then does expire() drop it.
+COMMON = (
+    f"local OVERDUE_GRACE_US = {round(OVERDUE_GRACE * 1_000_000)}\n"
+    + r"""
 local function split(m)
   local colon = string.find(m, ':', 1, true)
   local n = tonumber(string.sub(m, 1, colon - 1))
@@ -35,7 +41,7 @@ end
 
 local function expire(p, now, fttl)
   local allp = p .. ':all:pending'
-  local gone = redis.call('ZRANGEBYSCORE', allp, '-inf', now)
+  local gone = redis.call('ZRANGEBYSCORE', allp, '-inf', now - OVERDUE_GRACE_US)
   if #gone > 0 then
     for _, m in ipairs(gone) do
       local tag, id = split(m)
@@ -43,7 +49,7 @@ local function expire(p, now, fttl)
       redis.call('DEL', p .. ':run:' .. m)
       release(p, m)
     end
-    redis.call('ZREMRANGEBYSCORE', allp, '-inf', now)
+    redis.call('ZREMRANGEBYSCORE', allp, '-inf', now - OVERDUE_GRACE_US)
   end
   if fttl > 0 then
     local allf = p .. ':all:finished'
@@ -56,6 +62,7 @@ local function expire(p, now, fttl)
   end
 end
 """
+)
 
 # ARGV: prefix, tag, id, job, pending ('1'/'0'), pending_ttl_us, finished_ttl_us (0: none),
 # max_finished (0: none), key ttl slack ms, replica ('': none), request ('': none).
@@ -81,7 +88,7 @@ local seq = redis.call('ZSCORE', pz, id)
 if not seq then seq = redis.call('INCR', p .. ':seq') end
 if pending then
   local run = p .. ':run:' .. m
-  local key_ms = math.ceil(pttl / 1000) + slack
+  local key_ms = math.ceil((pttl + OVERDUE_GRACE_US) / 1000) + slack
   local fresh = redis.call('EXISTS', run) == 0
   redis.call('SET', run, blob, 'PX', key_ms)
   redis.call('ZADD', pz, seq, id)
@@ -150,6 +157,26 @@ local pend, fin = {}, {}
 if which ~= 'f' then pend = redis.call('ZRANGE', p .. ':pending:' .. tag, 0, -1) end
 if which ~= 'p' then fin = redis.call('ZRANGE', p .. ':finished:' .. tag, 0, -1) end
 return {pend, fin}
+"""
+)
+
+# ARGV: prefix, limit. Returns {m, job, m, job, ...}: running jobs past their deadline (within
+# the grace), for the caller to fail each with a terminal PUT.
+OVERDUE = (
+    COMMON
+    + r"""
+local p, limit = ARGV[1], tonumber(ARGV[2])
+local now = now_us()
+local due = redis.call('ZRANGEBYSCORE', p .. ':all:pending', now - OVERDUE_GRACE_US, now, 'LIMIT', 0, limit)
+local out = {}
+for _, m in ipairs(due) do
+  local v = redis.call('GET', p .. ':run:' .. m)
+  if v then
+    out[#out + 1] = m
+    out[#out + 1] = v
+  end
+end
+return out
 """
 )
 

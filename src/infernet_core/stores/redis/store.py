@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -11,7 +12,7 @@ import msgspec
 from ...errors import StoreUnavailable
 from ...jobs import Job
 from ...models import JobRequest
-from ...store import ResultStore
+from ...store import ResultStore, expired
 from . import scripts
 from ._common import client_tag, decode_job, encode, text
 
@@ -43,6 +44,7 @@ class RedisResultStore(ResultStore):
         self._get = self._redis.register_script(scripts.GET)
         self._ids = self._redis.register_script(scripts.IDS)
         self._count = self._redis.register_script(scripts.PENDING_COUNT)
+        self._overdue = self._redis.register_script(scripts.OVERDUE)
 
     async def open(self) -> None:
         self._backend._use(self)
@@ -101,6 +103,20 @@ class RedisResultStore(ResultStore):
     async def pending_count(self) -> int:
         with self._backend.errors("count pending jobs"):
             return int(await self._count(args=[self._prefix, self._finished_ttl_us]))
+
+    async def expire_running(self, limit: int = 1000) -> int:
+        # Every replica sweeps; where two fail the same job, the second terminal put is refused.
+        with self._backend.errors("find expired jobs"):
+            found = await self._overdue(args=[self._prefix, limit])
+        failed = 0
+        for m, blob in zip(found[::2], found[1::2], strict=True):
+            try:
+                job = decode_job(blob)
+            except msgspec.DecodeError as exc:
+                log.error("skipping unreadable record of running job %r: %s", text(m), exc)
+                continue
+            failed += await self.put(expired(job, time.time()))
+        return failed
 
     async def interrupted(self) -> list[tuple[Job, JobRequest | None]]:
         # A replica's interrupted jobs are taken over, once its lease expires, by whichever

@@ -44,7 +44,7 @@ import msgspec
 from ...errors import StoreUnavailable
 from ...jobs import Job
 from ...models import JobRequest
-from ...store import ResultStore, Retention
+from ...store import OVERDUE_GRACE, ResultStore, Retention, expired
 from .batch import READ, WRITE, GroupCommit
 from .checkpoint import Checkpointer
 from .errors import describe
@@ -59,8 +59,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     id          TEXT    NOT NULL,
     pending     INTEGER NOT NULL,   -- 1 running, 0 finished
     created     INTEGER NOT NULL,   -- order of first insertion (listing order)
-    finished    INTEGER,            -- order of finishing (eviction order)
-    expires_at  REAL,               -- wall-clock deadline; NULL = kept
+    finished    INTEGER,            -- order of finishing (eviction order); running: of its last put
+    expires_at  REAL,               -- wall-clock deadline (running: pending_ttl + grace); NULL = kept
     record      BLOB    NOT NULL,   -- the Job, msgspec JSON
     request     BLOB,               -- the JobRequest while running, for a rerun
     PRIMARY KEY (client, id)
@@ -95,6 +95,10 @@ _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 _GET_ONE = f"SELECT id, record FROM jobs WHERE client = ? AND id = ? AND {_LIVE}"
 _IDS = f"SELECT id FROM jobs WHERE client = ? AND pending = ? AND {_LIVE} ORDER BY created"
 _PENDING_COUNT = "SELECT count(*) FROM jobs WHERE pending = 1 AND expires_at > ?"
+_OVERDUE = (
+    "SELECT record FROM jobs WHERE pending = 1 AND expires_at > ? AND expires_at <= ?"
+    " ORDER BY expires_at, finished LIMIT ?"
+)
 _PURGE_EVERY = 1.0  # seconds between deletions of all expired rows
 
 _CACHE_BYTES: Final = 8 << 20
@@ -216,8 +220,9 @@ class SqliteResultStore(ResultStore):
         record = _encode(job)
         if job.pending:
             blob = _encode(request) if request is not None else None  # SQL NULL, not JSON null
-            expires: float | None = now + retention.pending_ttl
-            values: tuple[object, ...] = (job.client, job.id, 1, seq, None, expires, record, blob)
+            # Kept a grace period past its deadline, for expire_running to fail it.
+            expires: float | None = now + retention.pending_ttl + OVERDUE_GRACE
+            values: tuple[object, ...] = (job.client, job.id, 1, seq, seq, expires, record, blob)
         else:
             expires = now + retention.finished_ttl if retention.finished_ttl is not None else None
             values = (job.client, job.id, 0, seq, seq, expires, record, None)
@@ -232,6 +237,19 @@ class SqliteResultStore(ResultStore):
                 self._finished_count += 1
                 dropped = self._trim(db)
         return stored, record, math.inf if expires is None else expires, dropped
+
+    async def expire_running(self, limit: int = 1000) -> int:
+        failed: int = await self._call(self._expire_running, limit, kind=WRITE, then=self._all_stored)
+        return failed
+
+    def _expire_running(self, db: sqlite3.Connection, limit: int) -> list[tuple[Job, _Stored]]:
+        now = self._clock()
+        rows = db.execute(_OVERDUE, (now, now + OVERDUE_GRACE, limit)).fetchall()
+        jobs = [expired(job, now) for job in (_decode_record(record) for (record,) in rows) if job is not None]
+        return [(job, self._put(db, job, None)) for job in jobs]
+
+    def _all_stored(self, outcomes: list[tuple[Job, _Stored]], args: tuple[Any, ...]) -> int:
+        return sum(self._stored(outcome, (job,)) for job, outcome in outcomes)
 
     def _drop_expired(self, db: sqlite3.Connection, job: Job, now: float) -> None:
         """Delete expired rows: all of them (at most once a second), else ``job``'s own."""
@@ -352,6 +370,14 @@ class SqliteResultStore(ResultStore):
             return await self._batches.call(function, *args, kind=kind, then=then)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"Result store unavailable: {self.path}: {describe(exc)}") from None
+
+
+def _decode_record(record: bytes) -> Job | None:
+    try:
+        return _decode_job(record)
+    except msgspec.DecodeError as exc:  # a damaged row must not stop the sweep
+        log.error("skipping an unreadable running job in the result store: %s", exc)
+        return None
 
 
 def _interrupted_job(row: tuple[bytes, bytes | None]) -> tuple[Job, JobRequest | None] | None:
