@@ -64,6 +64,9 @@ BatchEntry = str | None | InfernetError
 
 STOPPED_REASON = "node stopped before the job finished"
 
+BATCH_SLICE = 64
+"""Requests of a batch admitted together, before the node serves others again."""
+
 EXPIRY_SWEEP = 1.0
 """Seconds between sweeps that fail the jobs still running after ``store.pending_ttl``."""
 """The error of a job whose node stopped (or died) while running it."""
@@ -310,22 +313,33 @@ class Node:
 
         An entry is the job id, ``None`` for an accepted delegated subscription, or the
         error that rejected the request (a parse error passed in is returned as is).
+        Requests are admitted in slices of :data:`BATCH_SLICE`: the requests of a slice
+        together (so that a store writes them as one group), and the event loop serves
+        others between slices, so a big batch never holds up other clients.
 
         Raises:
             NodeNotRunning: The node is not started or is stopping.
         """
         self._require_running()
-        entries: list[BatchEntry] = []
-        for request in requests:
-            if isinstance(request, InfernetError):
-                entries.append(request)
-                continue
+        # Parse errors stay as they are; each request's place gets its answer.
+        entries: list[BatchEntry] = [r if isinstance(r, InfernetError) else None for r in requests]
+
+        async def admit(index: int, request: ComputeRequest) -> None:
             try:
-                entries.append(await self.submit(request, client))
-            except NodeNotRunning:
-                raise
+                entries[index] = await self.submit(request, client)
             except InfernetError as exc:
-                entries.append(exc)
+                entries[index] = exc
+
+        for start in range(0, len(requests), BATCH_SLICE):
+            async with anyio.create_task_group() as tg:
+                for index in range(start, min(start + BATCH_SLICE, len(requests))):
+                    request = requests[index]
+                    if not isinstance(request, InfernetError):
+                        tg.start_soon(admit, index, request)
+            stopped = next((e for e in entries[start : start + BATCH_SLICE] if isinstance(e, NodeNotRunning)), None)
+            if stopped is not None:
+                raise stopped
+            await anyio.sleep(0)  # let other requests in between slices
         return entries
 
     async def stream(self, request: ComputeRequest, client: str) -> JobStream:

@@ -14,14 +14,23 @@ from typing import Any
 import msgspec
 
 from .decode_errors import describe_decode_error, describe_validation_error
-from .errors import BadRequest
+from .errors import BadRequest, PayloadTooLarge
 from .json_limits import deep_path, depth_exceeds
 from .models import DelegatedSubscriptionRequest, JobRequest, StatusUpdate
 
-__all__ = ("DEFAULT_MAX_DEPTH", "ComputeRequest", "parse_batch", "parse_compute_request", "parse_status_update")
+__all__ = (
+    "DEFAULT_MAX_BATCH",
+    "DEFAULT_MAX_DEPTH",
+    "ComputeRequest",
+    "parse_batch",
+    "parse_compute_request",
+    "parse_status_update",
+)
 
 DEFAULT_MAX_DEPTH = 64
 """Nesting levels a request body may have (``server.max_depth``)."""
+DEFAULT_MAX_BATCH = 1000
+"""Requests one batch may hold (``server.max_batch``)."""
 _PATH_CHARS = 512  # a path longer than this is cut (keys may be long)
 
 ComputeRequest = JobRequest | DelegatedSubscriptionRequest
@@ -93,12 +102,15 @@ def _convert(raw: Any, job_error: msgspec.DecodeError) -> ComputeRequest:
     raise _bad_request(job_error, "job request") from None
 
 
-def parse_batch(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> list[ComputeRequest | BadRequest]:
+def parse_batch(
+    body: bytes, max_depth: int = DEFAULT_MAX_DEPTH, max_items: int = DEFAULT_MAX_BATCH
+) -> list[ComputeRequest | BadRequest]:
     """Parse a POST /api/jobs/batch body into one entry per item, errors included (each item
     nests up to ``max_depth`` levels of its own).
 
     Raises:
         BadRequest: The body is not valid JSON or not a JSON array.
+        PayloadTooLarge: It holds more than ``max_items`` requests (``server.max_batch``).
     """
     try:
         items: list[msgspec.Raw] = _decode(_batch_decoder, body)
@@ -108,6 +120,8 @@ def parse_batch(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> list[Compute
         except msgspec.DecodeError:
             raise _bad_request(exc, "batch") from None
         raise BadRequest(f"Batch body must be a JSON array, got {_json_kind(raw)}", {"path": "$"}) from None
+    if len(items) > max_items:
+        raise PayloadTooLarge("Too many requests in one batch", {"limit": max_items, "count": len(items)})
     parsed: list[ComputeRequest | BadRequest] = []
     for index, item in enumerate(items):
         try:

@@ -549,3 +549,13 @@ def depth_of(value: Any) -> int:
     if isinstance(value, list):
         return 1 + max(map(depth_of, value), default=0)
     return 0
+
+
+def test_a_batch_past_max_items_is_413_naming_the_limit() -> None:
+    item = {"containers": ["a"], "data": {}}
+    assert len(parse_batch(body([item] * 3), max_items=3)) == 3
+    with pytest.raises(PayloadTooLarge) as caught:
+        parse_batch(body([item] * 4), max_items=3)
+    assert caught.value.message == "Too many requests in one batch"
+    assert caught.value.params == {"limit": 3, "count": 4}
+    assert caught.value.status_hint == 413
