@@ -107,10 +107,11 @@ class ContainerConfig(_Config, frozen=True):
 
 
 class RateLimitConfig(_Config, frozen=True):
-    """The reference's request rate limit; read, not enforced yet (a warning says so)."""
+    """The reference's request rate limit (GCRA): ``num_requests`` per ``period`` seconds per
+    endpoint and client address, in bursts of up to ``num_requests``."""
 
-    num_requests: int = 60
-    period: float = 60.0
+    num_requests: Annotated[int, msgspec.Meta(gt=0)] = 60
+    period: Annotated[float, msgspec.Meta(gt=0)] = 60.0
 
 
 class ServerConfig(_Config, frozen=True):
@@ -298,8 +299,6 @@ class NodeConfig(_Config, frozen=True):
         """One sentence for each setting this config gives that the node reads but does not
         act on; the node logs each as a warning at start."""
         ignored: list[str] = []
-        if self.server.rate_limit is not None:
-            ignored.append("server.rate_limit is not enforced: requests are not rate limited")
         if self.forward_stats:
             ignored.append("forward_stats is not supported: no stats are forwarded")
         if self.log is not None or self.log_path is not None:

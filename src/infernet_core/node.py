@@ -16,7 +16,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from . import __version__
-from .backends import build_backend
+from .backends import build_backend, build_rate_limiter
 from .config import NodeConfig
 from .containers.base import ContainerClient
 from .containers.docker import DockerManager
@@ -48,6 +48,7 @@ from .models import (
 )
 from .parsing import ComputeRequest
 from .pipeline import run_pipeline
+from .ratelimit import RateLimiter
 from .resources import collect_resources
 from .store import ResultStore, expired
 from .streaming import STREAM_ONLY_OFFCHAIN, JobStream
@@ -96,6 +97,8 @@ class Node:
             the store (this node's own task group; for Redis, with recovery of the jobs
             of replicas whose lease expired).
         containers: Extra containers (in-process ones, say) beside those in ``config``.
+        rate_limiter: Limits requests per endpoint and client address; by default the one
+            ``config.server.rate_limit`` asks for (shared through Redis with a Redis store).
     """
 
     def __init__(
@@ -105,6 +108,7 @@ class Node:
         store: ResultStore | None = None,
         dispatcher: Dispatcher | None = None,
         containers: Iterable[ContainerClient] = (),
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self.config = config if config is not None else NodeConfig()
         if store is None:
@@ -113,6 +117,9 @@ class Node:
             default_dispatcher = LocalDispatcher()
         self.store = store
         self.dispatcher = dispatcher if dispatcher is not None else default_dispatcher
+        self.rate_limiter = rate_limiter if rate_limiter is not None else build_rate_limiter(self.config, store)
+        """Limits requests per endpoint and client (``server.rate_limit``; ``None``: no limit).
+        The HTTP face applies it; an embedder calling the node directly is not limited."""
         self._task_group: TaskGroup | None = None
         self._extra: dict[str, ContainerClient] = {}
         for client in containers:
@@ -181,6 +188,8 @@ class Node:
         managed = self.config.manage_containers and bool(self.config.containers)
         docker = DockerManager.from_config(self.config) if managed else None
         await self.store.open()
+        if self.rate_limiter is not None:
+            await self.rate_limiter.open()
         self._http = HttpPool(max_idle=64)
         clients: dict[str, ContainerClient] = {c.id: HttpContainer(c, self._http) for c in self.config.containers}
         if docker is not None:
@@ -247,6 +256,8 @@ class Node:
                 if self._chain is not None:
                     await self._chain.aclose()
                 await self.dispatcher.aclose()
+                if self.rate_limiter is not None:
+                    await self.rate_limiter.aclose()
                 await self.store.aclose()
             log.info("node stopped")
 

@@ -395,7 +395,6 @@ def test_ignored_settings_name_each_key() -> None:
         }
     )
     assert config.ignored_settings() == [
-        "server.rate_limit is not enforced: requests are not rate limited",
         "forward_stats is not supported: no stats are forwarded",
         "log is not acted on: the node logs to stderr",
         "chain.wallet.payment_address is an Infernet v1 payment setting: no payments are taken",
@@ -434,12 +433,31 @@ def test_v1_payment_settings_refused_with_the_chain_enabled(override: dict[str, 
 async def test_node_start_warns_once_per_ignored_setting(caplog: pytest.LogCaptureFixture) -> None:
     from infernet_core import Node
 
-    config = parse_config({"server": {"rate_limit": {}}, "log_path": "node.log"})
+    config = parse_config({"forward_stats": True, "log_path": "node.log"})
     with caplog.at_level(logging.WARNING, logger="infernet_core.node"):
         async with Node(config):
             pass
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [
-        "config: server.rate_limit is not enforced: requests are not rate limited",
+        "config: forward_stats is not supported: no stats are forwarded",
         "config: log_path is not acted on: the node logs to stderr",
     ]
+
+
+@pytest.mark.parametrize(
+    ("bad", "key"),
+    [({"num_requests": 0}, "num_requests"), ({"period": 0}, "period"), ({"num_requests": -1}, "num_requests")],
+)
+def test_a_rate_limit_must_allow_something(bad: dict[str, Any], key: str) -> None:
+    assert config_error({"server": {"rate_limit": bad}}).endswith(f" at server.rate_limit.{key}")
+
+
+@pytest.mark.anyio
+async def test_a_node_builds_the_rate_limiter_its_config_asks_for() -> None:
+    from infernet_core import Node
+    from infernet_core.ratelimit import MemoryRateLimiter
+
+    assert Node(parse_config({})).rate_limiter is None
+    limiter = Node(parse_config({"server": {"rate_limit": {"num_requests": 3, "period": 6}}})).rate_limiter
+    assert isinstance(limiter, MemoryRateLimiter)
+    assert (limiter.limit.num_requests, limiter.limit.period) == (3, 6.0)

@@ -12,10 +12,12 @@ import msgspec
 from ...errors import StoreUnavailable
 from ...jobs import Job
 from ...models import JobRequest
+from ...ratelimit import RateLimit
 from ...store import ResultStore, expired
 from . import scripts
 from ._common import client_tag, decode_job, encode, text
 from .pipelined import PipelinedScript
+from .ratelimit import RedisRateLimiter
 
 if TYPE_CHECKING:
     from .backend import RedisBackend
@@ -124,6 +126,10 @@ class RedisResultStore(ResultStore):
         # A replica's interrupted jobs are taken over, once its lease expires, by whichever
         # replica's lease dispatcher gets there first (this one's included, after a restart).
         return []
+
+    def rate_limiter(self, limit: RateLimit) -> RedisRateLimiter:
+        """A rate limiter whose buckets live in this store's Redis (shared by every replica)."""
+        return RedisRateLimiter(self._backend, limit)
 
     async def aclose(self) -> None:
         await self._put.drain()
