@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
+from .config_sources import apply_environment, read_secret_files
 from .decode_errors import describe_decode_error, describe_validation_error
 from .errors import ConfigError
 
@@ -441,8 +443,15 @@ def parse_config(raw: Any) -> NodeConfig:
     return _validated(_normalised(raw))
 
 
-def load_config(path: str | Path) -> NodeConfig:
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
     """Read, validate and return the config file at ``path``, warning about unknown keys.
+
+    ``INFERNET_*`` environment variables override its keys, and ``<key>_file`` keys read
+    secrets from files (see :mod:`infernet_core.config_sources`).
+
+    Args:
+        path: The config file.
+        environ: The environment to read overrides from (default: ``os.environ``).
 
     Raises:
         ConfigError: The file cannot be read, is not JSON, or is not a valid config.
@@ -455,6 +464,11 @@ def load_config(path: str | Path) -> NodeConfig:
         raw = msgspec.json.decode(text)
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config: {path} is not valid JSON: {describe_decode_error(exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: expected a JSON object at the top level, got {type(raw).__name__}")
+    for key in apply_environment(raw, os.environ if environ is None else environ, NodeConfig):
+        log.info("config: %s is set by the environment", key)
+    read_secret_files(raw)
     config = parse_config(raw)
     for key in unknown_keys(raw):
         log.warning("config: unknown key %s is ignored", key)
