@@ -142,6 +142,9 @@ class ServerConfig(_Config, frozen=True):
     body_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     """Seconds a request's body may take to arrive; a slower one is answered 408 and its
     connection closed."""
+    metrics: bool | None = None
+    """Count Prometheus metrics and serve them at ``GET /metrics``. Unset: on in
+    ``infernet-node``, off for an embedded ``Node`` (which then pays nothing for them)."""
     max_connections: Annotated[int, msgspec.Meta(gt=0)] = 4096
     """Open client connections this node serves at once; beyond it a new connection is closed
     at once, so that the node keeps answering those it has (``/health`` among them)."""

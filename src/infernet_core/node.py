@@ -35,6 +35,7 @@ from .errors import (
 )
 from .guardian import ContainerRules, Guardian
 from .jobs import Job, JobAborted, StatusReported, apply, new_job
+from .metrics import InstrumentedContainer, InstrumentedStore, NodeMetrics
 from .models import (
     ChainInfo,
     DelegatedSubscriptionRequest,
@@ -115,9 +116,11 @@ class Node:
             store, default_dispatcher = build_backend(self.config)
         else:
             default_dispatcher = LocalDispatcher()
-        self.store = store
+        self.metrics = NodeMetrics() if self.config.server.metrics else None
+        """The node's Prometheus metrics (``server.metrics``), ``None`` when off."""
         self.dispatcher = dispatcher if dispatcher is not None else default_dispatcher
         self.rate_limiter = rate_limiter if rate_limiter is not None else build_rate_limiter(self.config, store)
+        self.store = store if self.metrics is None else InstrumentedStore(store, self.metrics)
         """Limits requests per endpoint and client (``server.rate_limit``; ``None``: no limit).
         The HTTP face applies it; an embedder calling the node directly is not limited."""
         self._task_group: TaskGroup | None = None
@@ -196,6 +199,15 @@ class Node:
             clients = {cid: docker.wrap(client) for cid, client in clients.items()}
         self._docker = docker
         clients.update(self._extra)
+        metrics = self.metrics
+        if metrics is not None:
+            clients = {cid: InstrumentedContainer(client, metrics) for cid, client in clients.items()}
+            metrics.track_pending(
+                lambda: self._running_jobs + self._admitting,
+                lambda: self._chain.pending_count if self._chain is not None else 0,
+            )
+            if docker is not None:
+                docker.on_restart = lambda container: metrics.container_restarts.labels(container).inc()
         rules = {
             info.id: ContainerRules.build(info.id, external=info.external)
             for info in (client.info for client in self._extra.values())
@@ -271,7 +283,7 @@ class Node:
                 f"config: chain.enabled is true, but the chain extra is missing ({exc.name}):"
                 " pip install 'infernet-core[chain]'"
             ) from None
-        return ChainRuntime(self.config, self._guardian, self._run_onchain)
+        return ChainRuntime(self.config, self._guardian, self._run_onchain, self.metrics)
 
     @property
     def chain(self) -> ChainRuntime | None:
@@ -308,6 +320,8 @@ class Node:
         async with self._room():
             job = new_job(str(uuid.uuid4()), client, request.containers, created_at=time.time())
             await self.store.put(job, request)
+            if self.metrics is not None:
+                self.metrics.job_accepted(job)
             try:
                 await self.dispatcher.dispatch(job, request)
             except StoreUnavailable as exc:
@@ -379,6 +393,8 @@ class Node:
         async with self._room():
             job = new_job(str(uuid.uuid4()), client, [container.info.id], created_at=time.time())
             await self.store.put(job)
+            if self.metrics is not None:
+                self.metrics.job_accepted(job)
             stream = JobStream(job)
             self._start_job(
                 functools.partial(
@@ -617,6 +633,8 @@ class Node:
                         "job %s was already finished (expired, or by PUT /api/status); its run's result is dropped",
                         job.id,
                     )
+                elif self.metrics is not None:
+                    self.metrics.job_finished(job)
                 return
             except StoreUnavailable as exc:
                 if anyio.current_time() + delay > deadline:

@@ -79,15 +79,17 @@ class SubscriptionListener:
         self.synced = anyio.Event()
         """Set once the snapshot is done and the listener follows new blocks."""
         self.stats: SnapshotStats | None = None
+        self.position: int | None = None
+        """The last block read (snapshot or logs), once there is one."""
 
     async def run(self) -> None:
         """Snapshot, then follow the chain for ever (until cancelled)."""
-        last = await self._snapshot()
+        last = self.position = await self._snapshot()
         self.synced.set()
         failures = 0
         while True:
             try:
-                last = await self._poll(last)
+                last = self.position = await self._poll(last)
                 failures = 0
             except Exception as exc:
                 failures += 1

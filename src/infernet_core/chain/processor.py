@@ -111,6 +111,9 @@ class SubscriptionProcessor:
         self._answered: set[tuple[int, int]] = set()
         self._responses: dict[SlotKey, int] = {}
         self._wake = anyio.Event()
+        self.on_delivery: Callable[[str, str], None] | None = None
+        """Told each delivery's outcome (delivered, reverted, failed, priced_out) and revert
+        name (metrics)."""
 
     @property
     def pending_count(self) -> int:
@@ -330,18 +333,27 @@ class SubscriptionProcessor:
             )
         except GasPriceTooHigh as exc:
             log.info("not sent: %s", exc)
+            self._count_delivery("priced_out", "")
             return False
         except Reverted as revert:
+            self._count_delivery("reverted", revert.name)
             self._on_revert(slot, revert)
             return False
         except ChainError as exc:
+            self._count_delivery("failed", "")
             self._failed(slot, str(exc))
             return False
         receipt = await self._wallet.wait(tx_hash, timeout=self._receipt_timeout)
         if receipt["status"] != 1:
+            self._count_delivery("reverted", "")
             self._failed(slot, f"transaction 0x{tx_hash.hex()} reverted")
             return False
+        self._count_delivery("delivered", "")
         return True
+
+    def _count_delivery(self, outcome: str, revert: str) -> None:
+        if self.on_delivery is not None:
+            self.on_delivery(outcome, revert)
 
     def _on_revert(self, slot: SlotKey, revert: Reverted) -> None:
         key, interval = slot

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import anyio
@@ -20,7 +21,11 @@ from web3.exceptions import ContractCustomError, ContractLogicError, ContractPan
 
 from .abi import ERROR_SELECTORS
 
-__all__ = ("ChainError", "Reverted", "connect", "reverted_from", "retrying")
+__all__ = ("RPC_ERROR_HOOK", "ChainError", "Reverted", "connect", "reverted_from", "retrying")
+
+RPC_ERROR_HOOK: ContextVar[Callable[[str], None] | None] = ContextVar("infernet_rpc_error_hook", default=None)
+"""Told the kind (exception class name) of every failed RPC call that :func:`retrying` sees,
+in the tasks started while it is set (the chain side sets it to count them in metrics)."""
 
 log = logging.getLogger("infernet_core.chain")
 
@@ -101,6 +106,9 @@ async def retrying(
             revert = reverted_from(exc)
             if revert is not None:
                 raise revert from None
+            hook = RPC_ERROR_HOOK.get()
+            if hook is not None:
+                hook(type(exc).__name__)
             if attempts is not None and tries >= attempts:
                 raise ChainError(f"{what} failed {tries} times: {_describe(exc)}") from exc
             log.warning("%s failed (try %d), retrying in %.1fs: %s", what, tries, delay, _describe(exc))

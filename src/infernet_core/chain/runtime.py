@@ -14,8 +14,9 @@ one gets a 400 at once (the reference node drops it silently later).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import anyio
 import msgspec
 from anyio.abc import TaskGroup
 from eth_utils import is_address, to_checksum_address
@@ -30,10 +31,16 @@ from .coordinator import ZERO_ADDRESS, Coordinator
 from .listener import SubscriptionListener
 from .processor import RunContainers, SubscriptionProcessor
 from .protocol import address_key, probe_protocol, protocol_problem
-from .rpc import ChainError, connect, retrying
+from .rpc import RPC_ERROR_HOOK, ChainError, connect, retrying
 from .wallet import Wallet
 
-__all__ = ("ChainRuntime",)
+if TYPE_CHECKING:
+    from ..metrics import NodeMetrics
+
+__all__ = ("OBSERVE_EVERY", "ChainRuntime")
+
+OBSERVE_EVERY = 5.0
+"""Seconds between readings of the head, balance and gas price (with metrics on)."""
 
 log = logging.getLogger("infernet_core.chain")
 
@@ -47,7 +54,9 @@ class ChainRuntime:
         run: Runs containers for a subscription's interval.
     """
 
-    def __init__(self, config: NodeConfig, guardian: Guardian, run: RunContainers) -> None:
+    def __init__(
+        self, config: NodeConfig, guardian: Guardian, run: RunContainers, metrics: NodeMetrics | None = None
+    ) -> None:
         chain = config.chain
         wallet_config = chain.wallet or WalletConfig()
         self.w3 = connect(chain.rpc_url)
@@ -67,6 +76,9 @@ class ChainRuntime:
             snapshot=chain.snapshot_sync,
             poll_period=period,
         )
+        self._metrics = metrics
+        if metrics is not None:
+            self.processor.on_delivery = lambda outcome, revert: metrics.deliveries.labels(outcome, revert).inc()
         self._key = address_key(config)
         self._checked = False
         self._problem: str | None = None
@@ -109,8 +121,32 @@ class ChainRuntime:
         self._run(task_group)
 
     def _run(self, task_group: TaskGroup) -> None:
-        task_group.start_soon(self.listener.run, name="chain listener")
-        task_group.start_soon(self.processor.run, task_group, name="chain processor")
+        metrics = self._metrics
+        hook = None if metrics is None else (lambda kind: metrics.rpc_errors.labels(kind).inc())
+        token = RPC_ERROR_HOOK.set(hook)  # the tasks started here count their RPC errors
+        try:
+            task_group.start_soon(self.listener.run, name="chain listener")
+            task_group.start_soon(self.processor.run, task_group, name="chain processor")
+            if metrics is not None:
+                task_group.start_soon(self._observe, metrics, name="chain metrics")
+        finally:
+            RPC_ERROR_HOOK.reset(token)
+
+    async def _observe(self, metrics: NodeMetrics) -> None:
+        """Every :data:`OBSERVE_EVERY` seconds: the head, the listener's lag, the wallet's
+        balance and the gas price, into the metrics (never raises)."""
+        eth = self.w3.eth
+        while True:
+            try:
+                head = await eth.block_number
+                metrics.head_block.set(head)
+                if self.listener.position is not None:
+                    metrics.listener_lag.set(max(0, head - self.listener.position))
+                metrics.wallet_balance.set(await eth.get_balance(self.wallet.address))
+                metrics.gas_price.set(await eth.gas_price)
+            except Exception as exc:
+                metrics.rpc_errors.labels(type(exc).__name__).inc()
+            await anyio.sleep(OBSERVE_EVERY)
 
     async def _check(self, attempts: int | None) -> None:
         protocol = await probe_protocol(self.w3, self.coordinator.address, attempts=attempts)

@@ -140,6 +140,8 @@ class DockerManager:
         self._remove_on_stop = remove_on_stop
         self._stop_timeout = stop_timeout
         self._up: set[str] = set()
+        self.on_restart: Callable[[str], None] | None = None
+        """Told the id of each container restarted after it died (metrics)."""
         self._client: DockerClient | None = None
         self._http: httpx.AsyncClient | None = None
 
@@ -256,6 +258,8 @@ class DockerManager:
             return  # Docker's restart policy is bringing it back
         await anyio.to_thread.run_sync(self._revive, managed, status)
         log.info("restarted container %s", managed.id)
+        if self.on_restart is not None:
+            self.on_restart(managed.id)
         if await self._wait_ready(managed, self._startup_wait):
             self._mark_up(managed)
 
