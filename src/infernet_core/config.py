@@ -178,6 +178,8 @@ class WalletConfig(_Config, frozen=True):
     private_key: str = ""
     payment_address: str = ""
     allowed_sim_errors: list[str] = []
+    min_balance: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Wei the wallet must hold for ``GET /ready`` to say the node is ready."""
 
 
 class ChainConfig(_Config, frozen=True):

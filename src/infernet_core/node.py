@@ -50,6 +50,7 @@ from .models import (
 from .parsing import ComputeRequest
 from .pipeline import run_pipeline
 from .ratelimit import RateLimiter
+from .readiness import Check, port_answers, run_checks
 from .resources import collect_resources
 from .store import ResultStore, expired
 from .streaming import STREAM_ONLY_OFFCHAIN, JobStream
@@ -452,6 +453,27 @@ class Node:
         if not await self.store.put(job):
             raise InvalidTransition("Job has already finished", {"id": update.id})
 
+    async def readiness(self) -> dict[str, str]:
+        """What keeps the node from doing its job right now (``GET /ready``): check name to
+        reason; empty when ready. See :mod:`infernet_core.readiness`."""
+        if not self._accepting:
+            return {"node": "not running"}
+        checks: dict[str, Check] = {"store": self._store_ready}
+        down = self._docker.down_ids() if self._docker is not None else frozenset()
+        for c in self.config.containers:
+            if c.id in down:
+                checks[f"container {c.id}"] = _reason("managed container is down")
+            elif self._docker is None:
+                checks[f"container {c.id}"] = functools.partial(port_answers, c.base_url)
+        chain = self._chain
+        if chain is not None:
+            checks["chain"] = functools.partial(chain.readiness, self.config.chain.wallet)
+        return await run_checks(checks)
+
+    async def _store_ready(self) -> str | None:
+        await self.store.pending_count()
+        return None
+
     async def info(self) -> NodeInfo:
         """What ``GET /info`` shows: version, containers (managed ones only while they run),
         pending counts, chain state."""
@@ -646,3 +668,10 @@ class Node:
                 return
             await anyio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+def _reason(text: str) -> Check:
+    async def check() -> str | None:
+        return text
+
+    return check

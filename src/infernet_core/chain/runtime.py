@@ -161,6 +161,21 @@ class ChainRuntime:
         log.info("%s %s is a v0.1 Coordinator: following it", self._key, self.coordinator.address)
         self._run(task_group)
 
+    async def readiness(self, wallet: WalletConfig | None) -> str | None:
+        """``None`` when the chain side can serve: the address checked, the snapshot done,
+        the RPC answering and the wallet holding at least ``wallet.min_balance`` wei."""
+        if self._problem is not None:
+            return self._problem
+        if not self._checked:
+            return "the Coordinator address is not checked yet (the RPC has not answered)"
+        if not self.listener.synced.is_set():
+            return "the subscription snapshot is not finished"
+        balance = await self.w3.eth.get_balance(self.wallet.address)
+        floor = wallet.min_balance if wallet is not None else 0
+        if balance < floor:
+            return f"the wallet holds {balance} wei, below chain.wallet.min_balance ({floor})"
+        return None
+
     async def aclose(self) -> None:
         """Close the RPC client's connections."""
         await self.w3.provider.disconnect()
