@@ -218,11 +218,21 @@ class DockerConfig(_Config, frozen=True):
 
 
 class LogConfig(_Config, frozen=True):
-    """The reference's log file settings; read, not acted on (the node logs to stderr)."""
+    """How the node logs. The reference's file settings (``path``, ``max_file_size``,
+    ``backup_count``) are read, not acted on: the node logs to stderr."""
 
-    path: str = "infernet_node.log"
-    max_file_size: int = 2**30
-    backup_count: int = 2
+    format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per line (``--log-format`` overrides it)."""
+    access: bool = False
+    """One INFO line per HTTP request (method, path, status, duration, client)."""
+    path: str | None = None
+    max_file_size: int | None = None
+    backup_count: int | None = None
+
+    @property
+    def names_a_file(self) -> bool:
+        """Whether any of the reference's file settings is given."""
+        return self.path is not None or self.max_file_size is not None or self.backup_count is not None
 
 
 class RedisConfig(_Config, frozen=True):
@@ -308,8 +318,8 @@ class NodeConfig(_Config, frozen=True):
         ignored: list[str] = []
         if self.forward_stats:
             ignored.append("forward_stats is not supported: no stats are forwarded")
-        if self.log is not None or self.log_path is not None:
-            key = "log" if self.log is not None else "log_path"
+        if (self.log is not None and self.log.names_a_file) or self.log_path is not None:
+            key = "log" if self.log is not None and self.log.names_a_file else "log_path"
             ignored.append(f"{key} is not acted on: the node logs to stderr")
         wallet = self.chain.wallet
         if wallet is not None and wallet.payment_address:
