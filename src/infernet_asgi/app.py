@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import math
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Final
 from urllib.parse import parse_qsl
+
+import anyio
+from anyio.lowlevel import checkpoint
 
 from infernet_core import Node
 from infernet_core.errors import BadRequest, Forbidden, InfernetError, NodeNotRunning, PayloadTooLarge
@@ -15,7 +19,8 @@ from infernet_core.guardian import in_networks, parse_networks
 from infernet_core.parsing import parse_batch, parse_compute_request, parse_status_update
 
 from .clientaddr import client_address
-from .responses import JSONResponse, Response, error_body, error_response
+from .logthrottle import LogThrottle
+from .responses import CONNECTION_CLOSE, JSONResponse, Response, error_body, error_response
 from .routing import MethodNotAllowed, Router, route_path
 from .streaming import JobStreamResponse
 from .types import Receive, Scope, Send
@@ -33,35 +38,54 @@ class ClientDisconnected(Exception):
     """The client went away before its request body arrived."""
 
 
+class RequestTimeout(InfernetError):
+    """A request's body did not arrive within ``server.body_timeout``."""
+
+    code = "request.timeout"
+    status_hint = 408
+
+
 class Request:
     """What a handler needs of one HTTP request."""
 
-    __slots__ = ("_receive", "_max_body", "scope")
+    __slots__ = ("_body_done", "_body_timeout", "_max_body", "_receive", "scope")
 
-    def __init__(self, scope: Scope, receive: Receive, max_body: int) -> None:
+    def __init__(self, scope: Scope, receive: Receive, max_body: int, body_timeout: float = math.inf) -> None:
         self.scope = scope
         self._receive = receive
         self._max_body = max_body
+        self._body_timeout = body_timeout
+        self._body_done = False
 
     def query(self) -> list[tuple[str, str]]:
         """The query string as ``(name, value)`` pairs, in order."""
         return parse_qsl(self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
 
     async def body(self) -> bytes:
-        """The whole request body, refusing more than the configured limit.
+        """The whole request body, refusing more than the configured limit, or one slower
+        than the configured timeout.
 
         Raises:
             PayloadTooLarge: The body (or its declared length) exceeds the limit.
+            RequestTimeout: The body took longer than the timeout to arrive.
             ClientDisconnected: The client went away first.
         """
         for name, value in self.scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > self._max_body:
                 raise PayloadTooLarge("Request body too large", {"limit": self._max_body})
+        try:
+            with anyio.fail_after(self._body_timeout):
+                return await self._read_body()
+        except TimeoutError:
+            raise RequestTimeout("Request body timed out", {"timeout": self._body_timeout}) from None
+
+    async def _read_body(self) -> bytes:
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await self._receive()
             if message["type"] == "http.disconnect":
+                self._body_done = True
                 raise ClientDisconnected
             chunk = message.get("body", b"")
             size += len(chunk)
@@ -69,7 +93,26 @@ class Request:
                 raise PayloadTooLarge("Request body too large", {"limit": self._max_body})
             chunks.append(chunk)
             if not message.get("more_body", False):
+                self._body_done = True
                 return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+    @property
+    def body_unread(self) -> bool:
+        """Whether the request declares a body (``Content-Length`` above 0 or a
+        ``Transfer-Encoding``) that has not been read to its end."""
+        if self._body_done:
+            return False
+        for name, value in self.scope.get("headers", ()):
+            if name == b"transfer-encoding" or (name == b"content-length" and value.strip().lstrip(b"0")):
+                return True
+        return False
+
+    async def discard_body(self) -> None:
+        """Read and drop what is left of the body, until its end or the client's disconnect."""
+        while not self._body_done:
+            message = await self._receive()
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                self._body_done = True
 
     async def disconnected(self) -> None:
         """Return once the client has disconnected (call it after reading the body)."""
@@ -100,6 +143,8 @@ class InfernetApp:
         self.node = node
         server = node.config.server
         self._max_body = server.max_body_bytes
+        self._body_timeout = server.body_timeout
+        self._timeouts = LogThrottle(log)
         self._trusted_proxies = parse_networks(server.trusted_proxies)
         self._local_networks = parse_networks(server.local_networks)
 
@@ -122,7 +167,7 @@ class InfernetApp:
             raise RuntimeError(f"InfernetApp does not serve {kind!r} scopes")
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive, self._max_body)
+        request = Request(scope, receive, self._max_body, self._body_timeout)
         response: Response
         try:
             handler = ROUTER.match(scope["method"], route_path(scope))
@@ -134,12 +179,20 @@ class InfernetApp:
             return
         except MethodNotAllowed as exc:
             response = error_response(exc, [(b"allow", ", ".join(exc.allowed).encode("ascii"))])
+        except RequestTimeout as exc:
+            self._timeouts.log(
+                logging.INFO, "body-timeout", "request body not received within %g s: answered 408", self._body_timeout
+            )
+            response = error_response(exc)
         except InfernetError as exc:
             response = error_response(exc)
         except Exception:
             log.exception("unhandled error serving %s %s", scope["method"], scope["path"])
             response = JSONResponse({"error": "Internal server error"}, status=500)
-        await response(send)
+        if request.body_unread:
+            await _send_closing(request, response, send)
+        else:
+            await response(send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
@@ -209,6 +262,28 @@ class InfernetApp:
 
     async def resources(self, request: Request) -> JSONResponse:
         return JSONResponse(await self.node.resources(_last_param(request.query(), "model_id")))
+
+
+async def _send_closing(request: Request, response: Response, send: Send) -> None:
+    """Send ``response`` to a request whose body is left unread, and end its connection.
+
+    The response says ``Connection: close``. While it is sent, what arrives of the body is
+    read and dropped: a server may hold body chunks the app has not read in a bounded queue
+    (hypercorn does), and block, until the app reads them, on the message that tells the
+    app the response is done, so neither side would ever close the connection. A response
+    sent without waiting (the server took every message at once) reads nothing.
+    """
+    if isinstance(response, JSONResponse):
+        response.headers.append(CONNECTION_CLOSE)
+
+    async def discard() -> None:
+        await checkpoint()
+        await request.discard_body()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(discard)
+        await response(send)
+        tasks.cancel_scope.cancel()
 
 
 def _last_param(query: list[tuple[str, str]], name: str) -> str | None:

@@ -4,6 +4,10 @@ With no ``--config`` (and no ``INFERNET_CONFIG_PATH``) the node runs an embedded
 no services, an in-memory store, and the built-in in-process ``echo`` container, so it
 answers requests at once. With a config, results go to the store it names, by default an
 SQLite file (``store.path``, ``infernet-node.db`` in the working directory).
+
+At start it raises its descriptor limit to the hard limit and serves at most
+``server.max_connections`` connections, fewer if the descriptors left after a reserve for the
+node's own use are fewer (:mod:`infernet_asgi.connections`, :mod:`infernet_asgi.serving`).
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 
 from infernet_core import ConfigError, InfernetError, LocalContainer, Node, NodeConfig, echo, load_config
 from infernet_core.backends import build_backend
 
 from .app import InfernetApp
+from .connections import connection_cap, raise_descriptor_limit
+from .serving import serve
 
 __all__ = ("build_node", "hypercorn_config", "listening_socket", "main", "stop_on_signals")
 
@@ -47,7 +52,11 @@ def build_node(config_path: str | None) -> Node:
     )
 
 
-def listening_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
+BACKLOG = 2048
+"""Connections the kernel queues for the node to accept."""
+
+
+def listening_socket(host: str, port: int, backlog: int = BACKLOG) -> socket.socket:
     """A bound, listening TCP socket with TCP_NODELAY set.
 
     Linux copies TCP_NODELAY from a listening socket to the sockets it accepts. Without it,
@@ -69,8 +78,10 @@ def listening_socket(host: str, port: int, backlog: int = 2048) -> socket.socket
 
 
 def hypercorn_config(sock: socket.socket, graceful_timeout: float) -> HypercornConfig:
-    """The hypercorn settings ``infernet-node`` serves with: ``sock`` (see
-    :func:`listening_socket`) handed over as ``fd://``, and no access log."""
+    """The hypercorn settings ``infernet-node`` serves with: no access log, and
+    ``graceful_timeout`` for requests in flight at shutdown. ``bind`` names ``sock`` (see
+    :func:`listening_socket`) as ``fd://`` for hypercorn's own ``serve()``;
+    :func:`infernet_asgi.serving.serve` takes the socket itself."""
     config = HypercornConfig()
     config.bind = [f"fd://{sock.fileno()}"]
     config.accesslog = None
@@ -88,7 +99,7 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
-async def _serve(node: Node, sock: socket.socket) -> None:
+async def _serve(node: Node, sock: socket.socket, max_connections: int) -> None:
     app = InfernetApp(node)
     stop = stop_on_signals()
     config = hypercorn_config(sock, node.config.shutdown_grace)
@@ -97,11 +108,39 @@ async def _serve(node: Node, sock: socket.socket) -> None:
         host, port = sock.getsockname()[:2]
         log.info("infernet-node listening on %s:%s", host, port)
         # Serve from a task of its own: on Pythons without the fix for CPython gh-116720
-        # (3.11 among them) the asyncio.TaskGroup inside serve() leaves the task that ran it
-        # with a cancellation request it never withdraws. In this task, anyio would then take
-        # the node's own shutdown cancellation (jobs outliving the grace period) for a
+        # (3.11 among them) an asyncio.TaskGroup (hypercorn's) can leave the task that ran
+        # it with a cancellation request it never withdraws. In this task, anyio would then
+        # take the node's own shutdown cancellation (jobs outliving the grace period) for a
         # foreign one and re-raise it.
-        await asyncio.ensure_future(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+        serving = serve(
+            app,  # type: ignore[arg-type]
+            config,
+            sock,
+            max_connections=max_connections,
+            shutdown_trigger=stop.wait,
+            backlog=BACKLOG,
+        )
+        await asyncio.ensure_future(serving)
+
+
+def _connection_limit(max_connections: int) -> int:
+    """Raise the descriptor limit, log it, and return how many connections to serve at once."""
+    limit = raise_descriptor_limit()
+    if limit.error is not None:
+        log.warning("descriptor limit stays at %d (hard limit %d): %s", limit.soft, limit.hard, limit.error)
+    else:
+        log.info("descriptor limit %d (was %d; hard limit %d)", limit.soft, limit.before, limit.hard)
+    cap = connection_cap(max_connections, limit.soft)
+    if cap < max_connections:
+        log.warning(
+            "serving at most %d connections: server.max_connections is %d but only %d descriptors are allowed",
+            cap,
+            max_connections,
+            limit.soft,
+        )
+    else:
+        log.info("serving at most %d connections (server.max_connections)", cap)
+    return cap
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -145,13 +184,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"infernet-node: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_serve(node, sock))
+        asyncio.run(_serve(node, sock, _connection_limit(server.max_connections)))
     except InfernetError as exc:  # a bad config or an unusable store, found at start
         print(f"infernet-node: {exc.message}", file=sys.stderr)
         return 2
     finally:
-        # hypercorn wrapped the same descriptor in its own socket object and closes it.
-        sock.detach()
+        sock.close()  # serving closes it; not if the node failed to start
     return 0
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import msgspec
 
@@ -10,9 +10,12 @@ from infernet_core.errors import InfernetError
 
 from .types import Send
 
-__all__ = ("JSONResponse", "Response", "error_body", "error_response")
+__all__ = ("CONNECTION_CLOSE", "JSONResponse", "Response", "error_body", "error_response")
 
 _encode = msgspec.json.Encoder().encode
+
+CONNECTION_CLOSE: Final = (b"connection", b"close")
+"""The header of a response after which the server closes the connection."""
 
 
 class Response(Protocol):
