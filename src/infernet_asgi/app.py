@@ -14,7 +14,7 @@ import anyio
 from anyio.lowlevel import checkpoint
 
 from infernet_core import Node
-from infernet_core.errors import BadRequest, Forbidden, InfernetError, NodeNotRunning, PayloadTooLarge
+from infernet_core.errors import BadRequest, Forbidden, InfernetError, NodeNotRunning, PayloadTooLarge, RequestTimeout
 from infernet_core.guardian import in_networks, parse_networks
 from infernet_core.parsing import parse_batch, parse_compute_request, parse_status_update
 
@@ -36,13 +36,6 @@ _MAX_IDS: Final = 1000
 
 class ClientDisconnected(Exception):
     """The client went away before its request body arrived."""
-
-
-class RequestTimeout(InfernetError):
-    """A request's body did not arrive within ``server.body_timeout``."""
-
-    code = "request.timeout"
-    status_hint = 408
 
 
 class Request:
@@ -144,6 +137,8 @@ class InfernetApp:
         server = node.config.server
         self._max_body = server.max_body_bytes
         self._body_timeout = server.body_timeout
+        self._max_depth = server.max_depth
+        self._max_batch = server.max_batch
         self._timeouts = LogThrottle(log)
         self._trusted_proxies = parse_networks(server.trusted_proxies)
         self._local_networks = parse_networks(server.local_networks)
@@ -224,18 +219,19 @@ class InfernetApp:
 
     async def create_job(self, request: Request) -> JSONResponse:
         client = self._client(request)
-        job_request = parse_compute_request(await request.body())
+        job_request = parse_compute_request(await request.body(), self._max_depth)
         job_id = await self.node.submit(job_request, client)
         return JSONResponse({} if job_id is None else {"id": job_id})
 
     async def stream_job(self, request: Request) -> Response:
         client = self._client(request)
-        stream = await self.node.stream(parse_compute_request(await request.body()), client)
+        stream = await self.node.stream(parse_compute_request(await request.body(), self._max_depth), client)
         return JobStreamResponse(stream, request.disconnected)
 
     async def create_batch(self, request: Request) -> JSONResponse:
         client = self._client(request)
-        entries = await self.node.submit_batch(parse_batch(await request.body()), client)
+        batch = parse_batch(await request.body(), self._max_depth, self._max_batch)
+        entries = await self.node.submit_batch(batch, client)
         return JSONResponse([_batch_entry(entry) for entry in entries])
 
     async def get_jobs(self, request: Request) -> JSONResponse:
@@ -256,7 +252,7 @@ class InfernetApp:
         client = self._client(request)
         if not in_networks(client, self._local_networks):
             raise Forbidden("Unauthorized", {"address": client})
-        update = parse_status_update(await request.body())
+        update = parse_status_update(await request.body(), self._max_depth)
         await self.node.record_status(client, update)
         return JSONResponse({"id": update.id, "status": update.status})
 

@@ -39,6 +39,7 @@ __all__ = (
     "NotFound",
     "Overloaded",
     "PayloadTooLarge",
+    "RequestTimeout",
     "StoreUnavailable",
 )
 
@@ -83,6 +84,13 @@ class PayloadTooLarge(BadRequest):
 
     code = "request.too_large"
     status_hint = 413
+
+
+class RequestTimeout(InfernetError):
+    """A request's body did not arrive within ``server.body_timeout``."""
+
+    code = "request.timeout"
+    status_hint = 408
 
 
 class Forbidden(InfernetError):
