@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -14,13 +15,26 @@ import anyio
 from anyio.lowlevel import checkpoint
 
 from infernet_core import Node
-from infernet_core.errors import BadRequest, Forbidden, InfernetError, NodeNotRunning, PayloadTooLarge, RequestTimeout
+from infernet_core.errors import (
+    BadRequest,
+    Forbidden,
+    InfernetError,
+    NodeNotRunning,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    RequestTimeout,
+)
 from infernet_core.guardian import in_networks, parse_networks
+from infernet_core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from infernet_core.parsing import parse_batch, parse_compute_request, parse_status_update
+from infernet_core.ratelimit import Decision, RateLimiter
 
 from .clientaddr import client_address
 from .logthrottle import LogThrottle
-from .responses import CONNECTION_CLOSE, JSONResponse, Response, error_body, error_response
+from .observe import UNMATCHED, RequestObserver
+from .openapi import openapi_document
+from .responses import CONNECTION_CLOSE, BytesResponse, JSONResponse, Response, error_body, error_response
 from .routing import MethodNotAllowed, Router, route_path
 from .streaming import JobStreamResponse
 from .types import Receive, Scope, Send
@@ -32,6 +46,8 @@ log = logging.getLogger("infernet_asgi")
 _TRUE: Final = frozenset({"true", "1"})
 _FALSE: Final = frozenset({"false", "0"})
 _MAX_IDS: Final = 1000
+_UNLIMITED: Final = frozenset({"/health", "/ready", "/metrics", "/openapi.json"})
+"""Routes no rate limit applies to (probes and scrapers)."""
 
 
 class ClientDisconnected(Exception):
@@ -140,6 +156,8 @@ class InfernetApp:
         self._max_depth = server.max_depth
         self._max_batch = server.max_batch
         self._timeouts = LogThrottle(log)
+        self._limiter = node.rate_limiter
+        self._observer = RequestObserver(node.metrics, node.config.log is not None and node.config.log.access)
         self._trusted_proxies = parse_networks(server.trusted_proxies)
         self._local_networks = parse_networks(server.local_networks)
 
@@ -162,13 +180,26 @@ class InfernetApp:
             raise RuntimeError(f"InfernetApp does not serve {kind!r} scopes")
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         request = Request(scope, receive, self._max_body, self._body_timeout)
+        method: str = scope["method"]
+        route = UNMATCHED
+        headers: list[tuple[bytes, bytes]] = []
         response: Response
         try:
-            handler = ROUTER.match(scope["method"], route_path(scope))
+            path = route_path(scope)
+            handler = ROUTER.match(method, path)
+            route = path
             # Every route reads or writes the node's store, which only exists while it runs.
             if not self.node.running:
                 raise NodeNotRunning("Node is not running")
+            limiter = self._limiter
+            if limiter is not None and path not in _UNLIMITED and (method, path) != ("PUT", "/api/status"):
+                # One bucket per endpoint and client; checked before the guardian.
+                decision = await limiter.check(f"{method} {path} {self._client(request)}")
+                headers = decision.headers()
+                if not decision.allowed:
+                    raise self._refused(limiter, path, decision)
             response = await handler(self, request)
         except ClientDisconnected:
             return
@@ -184,10 +215,25 @@ class InfernetApp:
         except Exception:
             log.exception("unhandled error serving %s %s", scope["method"], scope["path"])
             response = JSONResponse({"error": "Internal server error"}, status=500)
+        observer = self._observer
+        status = [0]
+        if observer.active or headers:
+            send, status = observer.wrap(send, headers)
         if request.body_unread:
             await _send_closing(request, response, send)
         else:
             await response(send)
+        if observer.active:
+            observer.record(method, route, scope["path"], status[0], started, self._client(request))
+
+    def _refused(self, limiter: RateLimiter, path: str, decision: Decision) -> RateLimited:
+        self._observer.rate_limited(path)
+        limit = limiter.limit
+        return RateLimited(
+            "Too many requests",
+            {"limit": limit.num_requests, "period": limit.period},
+            retry_after=decision.retry_after_seconds,
+        )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
@@ -213,6 +259,20 @@ class InfernetApp:
 
     async def health(self, request: Request) -> JSONResponse:
         return JSONResponse({"status": "healthy"})
+
+    async def ready(self, request: Request) -> JSONResponse:
+        problems = await self.node.readiness()
+        if problems:
+            return JSONResponse({"error": "Not ready", "params": problems}, status=503)
+        return JSONResponse({"status": "ready"})
+
+    async def metrics(self, request: Request) -> JSONResponse:
+        if self.node.metrics is None:
+            raise NotFound("Metrics are off (server.metrics)", {"path": "/metrics"})
+        return BytesResponse(self.node.metrics.render(), METRICS_CONTENT_TYPE)
+
+    async def openapi(self, request: Request) -> JSONResponse:
+        return JSONResponse(openapi_document(request.scope.get("root_path", "")))
 
     async def info(self, request: Request) -> JSONResponse:
         return JSONResponse(await self.node.info())
@@ -322,6 +382,9 @@ def _batch_entry(entry: str | InfernetError | None) -> dict[str, Any]:
 ROUTER: Final[Router[Handler]] = Router(
     {
         "/health": {"GET": InfernetApp.health},
+        "/ready": {"GET": InfernetApp.ready},
+        "/metrics": {"GET": InfernetApp.metrics},
+        "/openapi.json": {"GET": InfernetApp.openapi},
         "/info": {"GET": InfernetApp.info},
         "/api/jobs": {"GET": InfernetApp.get_jobs, "POST": InfernetApp.create_job},
         "/api/jobs/batch": {"POST": InfernetApp.create_batch},

@@ -10,7 +10,7 @@ from infernet_core.errors import InfernetError
 
 from .types import Send
 
-__all__ = ("CONNECTION_CLOSE", "JSONResponse", "Response", "error_body", "error_response")
+__all__ = ("CONNECTION_CLOSE", "BytesResponse", "JSONResponse", "Response", "error_body", "error_response")
 
 _encode = msgspec.json.Encoder().encode
 
@@ -41,6 +41,18 @@ class JSONResponse:
     async def __call__(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
         await send({"type": "http.response.body", "body": self.body})
+
+
+class BytesResponse(JSONResponse):
+    """A complete response whose body is given as bytes, with its content type."""
+
+    def __init__(self, body: bytes, content_type: str, status: int = 200) -> None:
+        self.status = status
+        self.body = body
+        self.headers = [
+            (b"content-type", content_type.encode("ascii")),
+            (b"content-length", str(len(body)).encode("ascii")),
+        ]
 
 
 def error_body(error: InfernetError) -> dict[str, Any]:

@@ -39,6 +39,7 @@ __all__ = (
     "NotFound",
     "Overloaded",
     "PayloadTooLarge",
+    "RateLimited",
     "RequestTimeout",
     "StoreUnavailable",
 )
@@ -133,6 +134,17 @@ class Overloaded(InfernetError):
 
     code = "node.overloaded"
     status_hint = 503
+
+    def __init__(self, message: str, params: dict[str, Any] | None = None, retry_after: int = 1) -> None:
+        super().__init__(message, params)
+        self.retry_after = retry_after
+
+
+class RateLimited(InfernetError):
+    """The client is over ``server.rate_limit`` for this endpoint: retry in ``retry_after`` s."""
+
+    code = "request.rate_limited"
+    status_hint = 429
 
     def __init__(self, message: str, params: dict[str, Any] | None = None, retry_after: int = 1) -> None:
         super().__init__(message, params)

@@ -67,16 +67,17 @@ class Decision:
     retry_after: float
 
     def headers(self) -> list[tuple[bytes, bytes]]:
-        """``RateLimit-Limit``, ``-Remaining``, ``-Reset`` (whole seconds, rounded up), and
-        ``Retry-After`` for a refusal."""
-        headers = [
+        """``RateLimit-Limit``, ``-Remaining`` and ``-Reset`` (whole seconds, rounded up)."""
+        return [
             (b"ratelimit-limit", str(self.limit).encode()),
             (b"ratelimit-remaining", str(self.remaining).encode()),
             (b"ratelimit-reset", str(math.ceil(self.reset)).encode()),
         ]
-        if not self.allowed:
-            headers.append((b"retry-after", str(max(1, math.ceil(self.retry_after))).encode()))
-        return headers
+
+    @property
+    def retry_after_seconds(self) -> int:
+        """:attr:`retry_after` as a ``Retry-After`` header has it: whole seconds, at least 1."""
+        return max(1, math.ceil(self.retry_after))
 
 
 def decide(tat: float | None, now: float, limit: RateLimit) -> tuple[Decision, float | None]:

@@ -77,6 +77,9 @@ def test_app_routes() -> None:
 
     assert {path: sorted(methods) for path, methods in APP_ROUTER.table.items()} == {
         "/health": ["GET"],
+        "/ready": ["GET"],
+        "/metrics": ["GET"],
+        "/openapi.json": ["GET"],
         "/info": ["GET"],
         "/api/jobs": ["GET", "POST"],
         "/api/jobs/batch": ["POST"],
