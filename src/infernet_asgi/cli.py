@@ -21,13 +21,16 @@ import socket
 import sys
 from collections.abc import Sequence
 
+import msgspec
 from hypercorn.config import Config as HypercornConfig
 
 from infernet_core import ConfigError, InfernetError, LocalContainer, Node, NodeConfig, echo, load_config
 from infernet_core.backends import build_backend
 
 from .app import InfernetApp
+from .checkconfig import check_config
 from .connections import connection_cap, raise_descriptor_limit
+from .logformat import configure_logging
 from .serving import serve
 
 __all__ = ("build_node", "hypercorn_config", "listening_socket", "main", "stop_on_signals")
@@ -42,14 +45,21 @@ def build_node(config_path: str | None) -> Node:
         ConfigError: The config file is unreadable or invalid.
     """
     if config_path:
-        config = load_config(config_path)
+        config = _metrics_on_unless_off(load_config(config_path))
         # A configured node keeps its results on disk unless the config names another store.
         store, dispatcher = build_backend(config, default_kind="sqlite")
         return Node(config, store=store, dispatcher=dispatcher)
     return Node(
-        NodeConfig(),
+        _metrics_on_unless_off(NodeConfig()),
         containers=[LocalContainer("echo", echo, description="Returns its input data unchanged")],
     )
+
+
+def _metrics_on_unless_off(config: NodeConfig) -> NodeConfig:
+    """``infernet-node`` serves ``GET /metrics`` unless ``server.metrics`` is ``false``."""
+    if config.server.metrics is not None:
+        return config
+    return msgspec.structs.replace(config, server=msgspec.structs.replace(config.server, metrics=True))
 
 
 BACKLOG = 2048
@@ -149,9 +159,10 @@ def _parser() -> argparse.ArgumentParser:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "register", "activate"],
+        choices=["serve", "register", "activate", "check-config"],
         help="serve (the default) runs the node; register and activate make the config's wallet"
-        " a node on the Coordinator (register, wait for the cooldown, then activate)",
+        " a node on the Coordinator (register, wait for the cooldown, then activate); check-config"
+        " checks the config and everything it names (store, containers, RPC, Coordinator)",
     )
     parser.add_argument(
         "--config",
@@ -161,13 +172,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", help="address to listen on (default: server.host, 0.0.0.0)")
     parser.add_argument("--port", type=int, help="port to listen on (default: server.port, 4000)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="text (readable) or json (one object per line); default: log.format",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``infernet-node``; returns the process exit status."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format or "text")
+    if args.command == "check-config":
+        return asyncio.run(check_config(args.config, sys.stdout))
     if args.command != "serve":
         return _identity(args.command, args.config)
     try:
@@ -175,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"infernet-node: {exc.message}", file=sys.stderr)
         return 2
+    if args.log_format is None and node.config.log is not None and node.config.log.format == "json":
+        configure_logging(args.log_level, "json")
     server = node.config.server
     host = args.host or server.host
     port = args.port if args.port is not None else server.port

@@ -187,6 +187,8 @@ class ChainConfig(_Config, frozen=True):
 
     enabled: bool = False
     rpc_url: str = ""
+    chain_id: int | None = None
+    """The chain the RPC must serve (``infernet-node check-config`` compares it); unset: any."""
     trail_head_blocks: Annotated[int, msgspec.Meta(ge=0)] = 1
     registry_address: str = ""
     coordinator_address: str = ""
