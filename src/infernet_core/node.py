@@ -605,7 +605,7 @@ class Node:
                     await self._store_result(aborted, patience=1.0)
             raise
         except Exception as exc:
-            log.exception("job %s crashed", job.id)
+            log.exception("job %s crashed", job.id, extra={"job_id": job.id})
             reason = f"internal error: {type(exc).__name__}: {exc}"
             return apply(job, JobAborted(container="", reason=reason), now=time.time())
 
@@ -622,7 +622,7 @@ class Node:
                 max_depth=self.config.server.max_depth,
             )
         except Exception as exc:
-            log.exception("on-chain job %s crashed", job.id)
+            log.exception("on-chain job %s crashed", job.id, extra={"job_id": job.id})
             return apply(job, JobAborted(container="", reason=f"internal error: {exc}"), now=time.time())
 
     async def _expire_overdue(self) -> None:
@@ -654,17 +654,24 @@ class Node:
                     log.warning(
                         "job %s was already finished (expired, or by PUT /api/status); its run's result is dropped",
                         job.id,
+                        extra={"job_id": job.id},
                     )
                 elif self.metrics is not None:
                     self.metrics.job_finished(job)
                 return
             except StoreUnavailable as exc:
                 if anyio.current_time() + delay > deadline:
-                    log.error("gave up storing the result of job %s: %s", job.id, exc.message)
+                    log.error("gave up storing the result of job %s: %s", job.id, exc.message, extra={"job_id": job.id})
                     return
-                log.warning("result store unavailable, retrying job %s in %.2fs: %s", job.id, delay, exc.message)
+                log.warning(
+                    "result store unavailable, retrying job %s in %.2fs: %s",
+                    job.id,
+                    delay,
+                    exc.message,
+                    extra={"job_id": job.id},
+                )
             except Exception:
-                log.exception("could not store the result of job %s", job.id)
+                log.exception("could not store the result of job %s", job.id, extra={"job_id": job.id})
                 return
             await anyio.sleep(delay)
             delay = min(delay * 2, 2.0)

@@ -267,7 +267,12 @@ class SubscriptionProcessor:
         calldata = coordinator.deliver_compute(subscription.id, interval, delivery_payload(output))
         if await self._deliver(slot, subscription, calldata):
             self._answered.add(slot)
-            log.info("delivered subscription %d interval %d", subscription.id, interval)
+            log.info(
+                "delivered subscription %d interval %d",
+                subscription.id,
+                interval,
+                extra={"subscription_id": subscription.id},
+            )
 
     async def _serve_delegated(self, key: tuple[str, int], entry: DelegatedEntry, interval: int) -> None:
         slot = (key, interval)
