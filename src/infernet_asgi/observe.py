@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Final
+from typing import Any, Final
 
 from infernet_core.metrics import NodeMetrics
 
@@ -36,6 +36,9 @@ class RequestObserver:
         self.metrics = metrics
         self.access = access
         self.active = metrics is not None or access
+        # Bound children by label values: labels() costs more than the count itself.
+        self._counts: dict[tuple[str, str, int], Any] = {}
+        self._durations: dict[str, Any] = {}
 
     def wrap(self, send: Send, headers: list[tuple[bytes, bytes]]) -> tuple[Send, list[int]]:
         """``send``, adding ``headers`` to the response head and noting its status (in the
@@ -54,10 +57,18 @@ class RequestObserver:
     def record(self, method: str, route: str, path: str, status: int, started: float, client: str) -> None:
         """Count one request and write its access line (as configured)."""
         seconds = time.perf_counter() - started
-        if self.metrics is not None:
+        metrics = self.metrics
+        if metrics is not None:
             label = method if method in _METHODS else "OTHER"
-            self.metrics.http_requests.labels(label, route, str(status)).inc()
-            self.metrics.http_seconds.labels(route).observe(seconds)
+            key = (label, route, status)
+            count = self._counts.get(key)
+            if count is None:
+                count = self._counts[key] = metrics.http_requests.labels(label, route, str(status))
+            count.inc()
+            duration = self._durations.get(route)
+            if duration is None:
+                duration = self._durations[route] = metrics.http_seconds.labels(route)
+            duration.observe(seconds)
         if self.access:
             access_log.info(
                 "%s %s %d %.1fms %s",

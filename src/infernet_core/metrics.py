@@ -117,6 +117,10 @@ class NodeMetrics:
             registry=registry,
         )
 
+        # Bound children by label values (labels() costs more than counting).
+        self._accepted: dict[str, Any] = {}
+        self._finished: dict[tuple[str, str], tuple[Any, Any]] = {}
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
@@ -127,15 +131,25 @@ class NodeMetrics:
         self.pending.labels("onchain").set_function(onchain)
 
     def job_accepted(self, job: Job) -> None:
-        self.jobs_accepted.labels(job.containers[0] if job.containers else "").inc()
+        """Count an accepted off-chain job."""
+        container = job.containers[0] if job.containers else ""
+        child = self._accepted.get(container)
+        if child is None:
+            child = self._accepted[container] = self.jobs_accepted.labels(container)
+        child.inc()
 
     def job_finished(self, job: Job) -> None:
+        """Count a finished off-chain job and time it."""
         container = job.error.container if job.error is not None and job.error.container else ""
         if not container and job.outputs:
             container = job.outputs[-1].container
-        self.jobs_finished.labels(job.status, container).inc()
+        key = (job.status, container)
+        children = self._finished.get(key)
+        if children is None:
+            children = self._finished[key] = (self.jobs_finished.labels(*key), self.job_seconds.labels(job.status))
+        children[0].inc()
         if job.finished_at is not None:
-            self.job_seconds.labels(job.status).observe(max(0.0, job.finished_at - job.created_at))
+            children[1].observe(max(0.0, job.finished_at - job.created_at))
 
 
 class InstrumentedStore(ResultStore):
