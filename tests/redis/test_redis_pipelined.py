@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from infernet_core.stores.redis.pipelined import PipelinedScript
+from infernet_core.stores.redis.pipelined import Pipeliner
 
 pytestmark = pytest.mark.anyio
 
@@ -39,8 +39,8 @@ async def client(redis_url_clean: str) -> AsyncIterator[aioredis.Redis]:
         await redis.aclose()
 
 
-def counting(redis: aioredis.Redis) -> tuple[PipelinedScript, list[int]]:
-    """A pipelined script, and a list that gets each pipeline's length when it is sent."""
+def counting(redis: aioredis.Redis) -> tuple[Any, list[int]]:
+    """A pipelined script call, and a list that gets each pipeline's length when it is sent."""
     sizes: list[int] = []
     pipeline = redis.pipeline
 
@@ -56,7 +56,13 @@ def counting(redis: aioredis.Redis) -> tuple[PipelinedScript, list[int]]:
         return pipe
 
     redis.pipeline = spy  # type: ignore[method-assign]
-    return PipelinedScript(redis, redis.register_script(SCRIPT)), sizes
+    pipeliner, script = Pipeliner(redis), redis.register_script(SCRIPT)
+
+    async def call(args: list[Any]) -> Any:
+        return await pipeliner.call(script, args)
+
+    call.drain = pipeliner.drain  # type: ignore[attr-defined]
+    return call, sizes
 
 
 async def test_calls_of_one_turn_share_a_round_trip_and_keep_their_own_answers(client: aioredis.Redis) -> None:
@@ -88,8 +94,9 @@ async def test_a_caller_that_leaves_does_not_undo_its_write(client: aioredis.Red
 async def test_a_failed_round_trip_fails_every_call_in_it() -> None:
     dead = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
     try:
-        script = PipelinedScript(dead, dead.register_script(SCRIPT))
-        results = await asyncio.gather(*(script([f"k{n}", "1"]) for n in range(3)), return_exceptions=True)
+        pipeliner, script = Pipeliner(dead), dead.register_script(SCRIPT)
+        calls = (pipeliner.call(script, [f"k{n}", "1"]) for n in range(3))
+        results = await asyncio.gather(*calls, return_exceptions=True)
         assert all(isinstance(r, RedisConnectionError) for r in results), results
     finally:
         await dead.aclose()

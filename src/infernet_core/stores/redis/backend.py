@@ -15,6 +15,7 @@ from ...errors import ConfigError, StoreUnavailable
 from ...store import Retention
 from ._common import safe_url
 from .lease import RedisLeaseDispatcher
+from .pipelined import Pipeliner
 from .store import RedisResultStore
 
 __all__ = ("MAX_CONNECTIONS", "POOL_TIMEOUT", "RedisBackend")
@@ -76,6 +77,8 @@ class RedisBackend:
         except ValueError as exc:
             raise ConfigError(f"config: store.url: invalid Redis URL {self.where!r}: {exc}") from None
         self.redis: Redis = Redis.from_pool(pool)
+        self.pipeliner = Pipeliner(self.redis)
+        """Sends the script calls of each event-loop turn (puts, rate-limit checks) together."""
         self.store = RedisResultStore(self)
         self._users: set[object] = set()
         self._closed = False
@@ -100,6 +103,7 @@ class RedisBackend:
             return
         self._closed = True
         with anyio.CancelScope(shield=True):
+            await self.pipeliner.drain()
             await self.redis.aclose()
 
     @contextmanager

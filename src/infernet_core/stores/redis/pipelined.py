@@ -1,8 +1,8 @@
 """Script calls made in one turn of the event loop go to Redis together, as one pipeline.
 
 Each call still runs its own atomic script; only the round trip is shared. A batch's slice
-of admissions, or the jobs of many concurrent requests, so cost one write and one read on
-one connection instead of one connection each.
+of admissions, the jobs of many concurrent requests, and their rate-limit checks so cost one
+write and one read on one connection instead of one connection each.
 """
 
 from __future__ import annotations
@@ -13,25 +13,24 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-__all__ = ("PipelinedScript",)
+__all__ = ("Pipeliner",)
 
-_Call = tuple[list[Any], "asyncio.Future[Any]"]
+_Call = tuple[AsyncScript, list[Any], "asyncio.Future[Any]"]
 
 
-class PipelinedScript:
-    """Calls ``script`` with the arguments of every caller of one loop turn in one pipeline."""
+class Pipeliner:
+    """Sends the script calls of each loop turn to ``redis`` in one pipeline."""
 
-    def __init__(self, redis: Redis, script: AsyncScript) -> None:
+    def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._script = script
         self._queued: list[_Call] = []
         self._sending: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, args: list[Any]) -> Any:
-        """The script's answer to ``args`` (raises what Redis or the connection raised)."""
+    async def call(self, script: AsyncScript, args: list[Any]) -> Any:
+        """``script``'s answer to ``args`` (raises what Redis or the connection raised)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queued.append((args, future))
+        self._queued.append((script, args, future))
         if len(self._queued) == 1:
             loop.call_soon(self._flush)
         # A caller that is cancelled cancels only its wait: a write once queued is made.
@@ -52,20 +51,21 @@ class PipelinedScript:
         results: list[Any]
         try:
             if len(batch) == 1:
-                results = [await self._script(args=batch[0][0])]
+                script, args, _ = batch[0]
+                results = [await script(args=args)]
             else:
                 pipe = self._redis.pipeline(transaction=False)
-                for args, _ in batch:
-                    await self._script(args=args, client=pipe)
+                for script, args, _ in batch:
+                    await script(args=args, client=pipe)
                 results = await pipe.execute(raise_on_error=False)
         except BaseException as exc:  # the round trip failed: so did every call in it
-            for _, future in batch:
+            for _, _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        for (_, future), result in zip(batch, results, strict=True):
+        for (_, _, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue
             if isinstance(result, Exception):

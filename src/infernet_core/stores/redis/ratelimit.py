@@ -1,7 +1,7 @@
 """A rate limiter whose buckets live in Redis: the limit holds across every replica.
 
 Each check is one script (GCRA on Redis's own clock, so replicas' clocks need not agree),
-sent with the other checks of the same event-loop turn in one pipeline.
+sent with the other script calls of the same event-loop turn (checks, puts) in one pipeline.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import math
 from typing import TYPE_CHECKING
 
 from ...ratelimit import Decision, RateLimit, RateLimiter
-from .pipelined import PipelinedScript
 
 if TYPE_CHECKING:
     from .backend import RedisBackend
@@ -41,7 +40,7 @@ class RedisRateLimiter(RateLimiter):
         self._prefix = backend.prefix
         self._interval_us = max(1, round(limit.interval * 1_000_000))
         self._tolerance_us = round(limit.tolerance * 1_000_000)
-        self._gcra = PipelinedScript(backend.redis, backend.redis.register_script(GCRA))
+        self._gcra = backend.redis.register_script(GCRA)
 
     async def open(self) -> None:
         self._backend._use(self)
@@ -49,7 +48,7 @@ class RedisRateLimiter(RateLimiter):
     async def check(self, bucket: str) -> Decision:
         args = [f"{self._prefix}:rl:{bucket}".encode("utf-8", "surrogatepass"), self._interval_us, self._tolerance_us]
         with self._backend.errors("check a rate limit"):
-            allowed, micros = await self._gcra(args)
+            allowed, micros = await self._backend.pipeliner.call(self._gcra, args)
         seconds = int(micros) / 1_000_000
         limit = self.limit
         if allowed:
@@ -58,5 +57,5 @@ class RedisRateLimiter(RateLimiter):
         return Decision(False, limit.num_requests, 0, seconds, seconds - limit.tolerance)
 
     async def aclose(self) -> None:
-        await self._gcra.drain()
+        await self._backend.pipeliner.drain()
         await self._backend._release(self)

@@ -16,7 +16,6 @@ from ...ratelimit import RateLimit
 from ...store import ResultStore, expired
 from . import scripts
 from ._common import client_tag, decode_job, encode, text
-from .pipelined import PipelinedScript
 from .ratelimit import RedisRateLimiter
 
 if TYPE_CHECKING:
@@ -44,7 +43,7 @@ class RedisResultStore(ResultStore):
         self._finished_ttl_us = round(retention.finished_ttl * 1_000_000) if retention.finished_ttl else 0
         self._max_finished = retention.max_finished or 0
         # Puts made in one loop turn (a batch's slice, concurrent requests) share a round trip.
-        self._put = PipelinedScript(self._redis, self._redis.register_script(scripts.PUT))
+        self._put = self._redis.register_script(scripts.PUT)
         self._get = self._redis.register_script(scripts.GET)
         self._ids = self._redis.register_script(scripts.IDS)
         self._count = self._redis.register_script(scripts.PENDING_COUNT)
@@ -78,7 +77,7 @@ class RedisResultStore(ResultStore):
             encode(request) if owned and request is not None else b"",
         ]
         with self._backend.errors("store a job"):
-            return bool(await self._put(args))
+            return bool(await self._backend.pipeliner.call(self._put, args))
 
     async def get(self, client: str, ids: Sequence[str]) -> list[Job]:
         unique = list(dict.fromkeys(ids))
@@ -132,5 +131,5 @@ class RedisResultStore(ResultStore):
         return RedisRateLimiter(self._backend, limit)
 
     async def aclose(self) -> None:
-        await self._put.drain()
+        await self._backend.pipeliner.drain()
         await self._backend._release(self)
