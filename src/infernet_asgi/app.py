@@ -224,7 +224,8 @@ class InfernetApp:
         else:
             await response(send)
         if observer.active:
-            observer.record(method, route, scope["path"], status[0], started, self._client(request))
+            client = self._client(request) if observer.access else ""
+            observer.record(method, route, scope["path"], status[0], started, client)
 
     def _refused(self, limiter: RateLimiter, path: str, decision: Decision) -> RateLimited:
         self._observer.rate_limited(path)

@@ -159,6 +159,7 @@ class InstrumentedStore(ResultStore):
         self.inner = store
         self._seconds = {op: metrics.store_seconds.labels(op) for op in _STORE_OPERATIONS}
         self._errors = {op: metrics.store_errors.labels(op) for op in _STORE_OPERATIONS}
+        self._put_seconds, self._put_errors = self._seconds["put"], self._errors["put"]
 
     async def _timed(self, operation: str, call: Callable[[], Any]) -> Any:
         started = time.perf_counter()
@@ -171,8 +172,15 @@ class InstrumentedStore(ResultStore):
             self._seconds[operation].observe(time.perf_counter() - started)
 
     async def put(self, job: Job, request: JobRequest | None = None) -> bool:
-        stored: bool = await self._timed("put", lambda: self.inner.put(job, request))
-        return stored
+        # The hot path, written out (no closure, no extra coroutine).
+        started = time.perf_counter()
+        try:
+            return await self.inner.put(job, request)
+        except StoreUnavailable:
+            self._put_errors.inc()
+            raise
+        finally:
+            self._put_seconds.observe(time.perf_counter() - started)
 
     async def get(self, client: str, ids: Sequence[str]) -> list[Job]:
         found: list[Job] = await self._timed("get", lambda: self.inner.get(client, ids))
