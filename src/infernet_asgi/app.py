@@ -301,20 +301,20 @@ class InfernetApp:
         ids = [value for name, value in query if name == "id"]
         if not ids:
             pending = _bool_param(query, "pending")
-            return JSONResponse(await self.node.job_ids(client, pending))
+            return JSONResponse(await self.node.job_ids(client, pending=pending))
         if len(ids) > _MAX_IDS:
             raise BadRequest(f"Too many job ids (at most {_MAX_IDS})", {"count": len(ids)})
         intermediate = _bool_param(query, "intermediate") or False
         # Ids the caller does not have are left out: none known is 200 [] (the seed, the
         # reference node and its client agree; the client reads [] as "not found").
-        return JSONResponse(await self.node.results(client, ids, intermediate=intermediate))
+        return JSONResponse(await self.node.results(ids, client, intermediate=intermediate))
 
     async def put_status(self, request: Request) -> JSONResponse:
         client = self._client(request)
         if not in_networks(client, self._local_networks):
             raise Forbidden("Unauthorized", {"address": client})
         update = parse_status_update(await request.body(), self._max_depth)
-        await self.node.record_status(client, update)
+        await self.node.record_status(update, client)
         return JSONResponse({"id": update.id, "status": update.status})
 
     async def resources(self, request: Request) -> JSONResponse:

@@ -12,6 +12,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 from .config import ContainerConfig, NodeConfig, load_config, parse_config  # noqa: E402
 from .containers import ContainerClient, HttpContainer, LocalContainer, echo  # noqa: E402
+from .dispatch import Dispatcher, LocalDispatcher  # noqa: E402
 from .errors import (  # noqa: E402
     AdmissionError,
     BadRequest,
@@ -24,9 +25,12 @@ from .errors import (  # noqa: E402
     NotFound,
     Overloaded,
     PayloadTooLarge,
+    RateLimited,
+    RequestTimeout,
     StoreUnavailable,
 )
 from .jobs import Job, JobState  # noqa: E402
+from .metrics import NodeMetrics  # noqa: E402
 from .models import (  # noqa: E402
     ContainerError,
     ContainerInfo,
@@ -41,10 +45,12 @@ from .models import (  # noqa: E402
     StatusUpdate,
     SubscriptionRequest,
 )
-from .node import BatchEntry, Node  # noqa: E402
+from .node import BatchEntry, Node, StreamOpening  # noqa: E402
 from .parsing import parse_batch, parse_compute_request, parse_status_update  # noqa: E402
-from .store import ResultStore  # noqa: E402
+from .ratelimit import MemoryRateLimiter, RateLimit, RateLimiter  # noqa: E402
+from .store import ResultStore, Retention  # noqa: E402
 from .stores import MemoryResultStore  # noqa: E402
+from .stores.sqlite import SqliteResultStore  # noqa: E402
 from .streaming import JobStream  # noqa: E402
 
 __all__ = (
@@ -60,6 +66,7 @@ __all__ = (
     "ContainerInput",
     "ContainerOutput",
     "DelegatedSubscriptionRequest",
+    "Dispatcher",
     "Forbidden",
     "HttpContainer",
     "InfernetError",
@@ -70,25 +77,35 @@ __all__ = (
     "JobState",
     "JobStream",
     "LocalContainer",
+    "LocalDispatcher",
+    "MemoryRateLimiter",
     "MemoryResultStore",
     "Node",
     "NodeConfig",
     "NodeInfo",
+    "NodeMetrics",
     "NodeNotRunning",
-    "Overloaded",
     "NotFound",
+    "Overloaded",
     "PayloadTooLarge",
+    "RateLimit",
+    "RateLimited",
+    "RateLimiter",
+    "RequestTimeout",
     "ResultStore",
+    "Retention",
     "Signature",
     "Source",
+    "SqliteResultStore",
     "StatusUpdate",
     "StoreUnavailable",
+    "StreamOpening",
     "SubscriptionRequest",
-    "__version__",
     "echo",
     "load_config",
     "parse_batch",
     "parse_compute_request",
     "parse_config",
     "parse_status_update",
+    "__version__",
 )

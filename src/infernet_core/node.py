@@ -8,11 +8,12 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import anyio
+import httpx
 from anyio.abc import TaskGroup
 
 from . import __version__
@@ -30,6 +31,7 @@ from .errors import (
     InfernetError,
     InvalidTransition,
     NodeNotRunning,
+    NotFound,
     Overloaded,
     StoreUnavailable,
 )
@@ -67,6 +69,10 @@ BatchEntry = str | None | InfernetError
 
 STOPPED_REASON = "node stopped before the job finished"
 
+_WAIT_RECHECK = 1.0
+"""Seconds :meth:`Node.wait` waits for a wake-up before it reads the store again (a job may
+end where this node does not see it: another replica, an expiry sweep)."""
+
 BATCH_SLICE = 64
 """Requests of a batch admitted together, before the node serves others again."""
 
@@ -101,6 +107,9 @@ class Node:
         containers: Extra containers (in-process ones, say) beside those in ``config``.
         rate_limiter: Limits requests per endpoint and client address; by default the one
             ``config.server.rate_limit`` asks for (shared through Redis with a Redis store).
+        http_client: An ``httpx.AsyncClient`` the configured containers are called through
+            (a host's own transport, proxies, TLS settings); the host keeps it and closes it.
+            By default the node's own keep-alive pool.
     """
 
     def __init__(
@@ -111,6 +120,7 @@ class Node:
         dispatcher: Dispatcher | None = None,
         containers: Iterable[ContainerClient] = (),
         rate_limiter: RateLimiter | None = None,
+        http_client: httpx.AsyncClient | None = None,
     ) -> None:
         self.config = config if config is not None else NodeConfig()
         if store is None:
@@ -132,6 +142,8 @@ class Node:
         self._docker: DockerManager | None = None
         self._guardian = Guardian({})
         self._http: HttpPool | None = None
+        self._host_http = http_client
+        """The host's own HTTP client for the configured containers (it stays the host's)."""
         self._chain: ChainRuntime | None = None
         self._accepting = False
         self._running_jobs = 0
@@ -143,6 +155,8 @@ class Node:
         each job that ends hands its place to the first of them."""
         self._idle = anyio.Event()
         self._idle.set()
+        self._waiting: dict[tuple[str, str], _Waiting] = {}
+        """Callers of :meth:`wait`, by job: woken when this node stores the job's end."""
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -194,8 +208,12 @@ class Node:
         await self.store.open()
         if self.rate_limiter is not None:
             await self.rate_limiter.open()
-        self._http = HttpPool(max_idle=64)
-        clients: dict[str, ContainerClient] = {c.id: HttpContainer(c, self._http) for c in self.config.containers}
+        http: HttpPool | httpx.AsyncClient
+        if self._host_http is not None:
+            http = self._host_http
+        else:
+            http = self._http = HttpPool(max_idle=64)
+        clients: dict[str, ContainerClient] = {c.id: HttpContainer(c, http) for c in self.config.containers}
         if docker is not None:
             clients = {cid: docker.wrap(client) for cid, client in clients.items()}
         self._docker = docker
@@ -368,7 +386,7 @@ class Node:
             await anyio.sleep(0)  # let other requests in between slices
         return entries
 
-    async def stream(self, request: ComputeRequest, client: str) -> JobStream:
+    def stream(self, request: ComputeRequest, client: str) -> StreamOpening:
         """Admit and start a stream job: its first container's response, chunk by chunk.
 
         Only ``request.containers[0]`` runs (destination STREAM; the guardian still checks
@@ -376,9 +394,12 @@ class Node:
         with the collected output decoded, or failed if the container fails, the stream
         takes over ``config.stream_timeout`` seconds, or the reader leaves early::
 
-            async with await node.stream(request, client) as stream:
+            async with node.stream(request, client) as stream:
                 async for chunk in stream:
                     ...
+
+        ``await node.stream(...)`` admits it and gives the :class:`JobStream` un-entered (for
+        a caller that hands it on, as the HTTP face does).
 
         Raises:
             BadRequest: ``request`` is a delegated subscription (only jobs stream).
@@ -386,6 +407,9 @@ class Node:
             NodeNotRunning: The node is not started or is stopping.
             Overloaded: ``server.max_pending`` jobs are pending here.
         """
+        return StreamOpening(self._open_stream(request, client))
+
+    async def _open_stream(self, request: ComputeRequest, client: str) -> JobStream:
         self._require_running()
         if not isinstance(request, JobRequest):
             raise BadRequest(STREAM_ONLY_OFFCHAIN)
@@ -427,16 +451,79 @@ class Node:
         self._require_running()
         return await collect_resources(self._clients.values(), model_id, timeout=self.config.resources_timeout)
 
-    async def results(self, client: str, ids: Sequence[str], *, intermediate: bool = False) -> list[JobResult]:
+    async def results(self, ids: Sequence[str], client: str, *, intermediate: bool = False) -> list[JobResult]:
         """The results of ``client``'s jobs among ``ids``, in the order asked (unknown ids skipped)."""
         jobs = await self.store.get(client, ids)
         return [job.to_result(intermediate=intermediate) for job in jobs]
 
-    async def job_ids(self, client: str, pending: bool | None = None) -> list[str]:
+    async def wait(
+        self, job_id: str, client: str, *, timeout: float | None = None, intermediate: bool = False
+    ) -> JobResult:
+        """Wait until ``client``'s job ``job_id`` has finished; return its result.
+
+        A job this node runs wakes the waiter the moment its result is stored; a job that ends
+        elsewhere (another replica, ``PUT /api/status``, expiry) is seen within a second.
+
+        Raises:
+            NotFound: No such job of ``client``.
+            TimeoutError: It is still running after ``timeout`` seconds.
+        """
+        key = (client, job_id)
+        with anyio.fail_after(timeout):
+            while True:
+                waiting = self._waiting.get(key)
+                if waiting is None:
+                    waiting = self._waiting[key] = _Waiting()
+                waiting.count += 1
+                try:
+                    found = await self.results([job_id], client, intermediate=intermediate)
+                    if not found:
+                        raise NotFound("Job not found", {"id": job_id})
+                    if found[0].status != "running":
+                        return found[0]
+                    with anyio.move_on_after(_WAIT_RECHECK):
+                        await waiting.event.wait()
+                finally:
+                    waiting.count -= 1
+                    if not waiting.count and self._waiting.get(key) is waiting:
+                        del self._waiting[key]
+
+    async def wait_many(
+        self, ids: Sequence[str], client: str, *, timeout: float | None = None, intermediate: bool = False
+    ) -> list[JobResult]:
+        """:meth:`wait` for each of ``ids`` at once; the results in the order asked.
+
+        Raises:
+            NotFound: One of the ids is not a job of ``client``.
+            TimeoutError: Some are still running after ``timeout`` seconds.
+        """
+        results: list[JobResult | None] = [None] * len(ids)
+
+        async def one(index: int, job_id: str) -> None:
+            results[index] = await self.wait(job_id, client, timeout=timeout, intermediate=intermediate)
+
+        async with anyio.create_task_group() as tg:
+            for index, job_id in enumerate(ids):
+                tg.start_soon(one, index, job_id)
+        return [result for result in results if result is not None]
+
+    async def run(self, request: JobRequest, client: str, *, timeout: float | None = None) -> JobResult:
+        """Submit ``request`` and wait for its result: the common case in one call.
+
+        Raises:
+            AdmissionError: The guardian refused the request.
+            Overloaded: The node is full.
+            TimeoutError: The job is still running after ``timeout`` seconds.
+        """
+        job_id = await self.submit(request, client)
+        assert job_id is not None  # a JobRequest always gets an id
+        return await self.wait(job_id, client, timeout=timeout)
+
+    async def job_ids(self, client: str, *, pending: bool | None = None) -> list[str]:
         """Ids of ``client``'s jobs: pending only (``True``), finished only (``False``) or all."""
         return await self.store.ids(client, pending)
 
-    async def record_status(self, client: str, update: StatusUpdate) -> None:
+    async def record_status(self, update: StatusUpdate, client: str) -> None:
         """Record a status reported by a container that does not speak the protocol.
 
         A new id is stored with the reported status; a known running job moves to it.
@@ -452,6 +539,8 @@ class Node:
             job = new_job(update.id, client, update.containers, created_at=now, status=update.status)
         if not await self.store.put(job):
             raise InvalidTransition("Job has already finished", {"id": update.id})
+        if not job.pending:
+            self._wake(job)
 
     async def readiness(self) -> dict[str, str]:
         """What keeps the node from doing its job right now (``GET /ready``): check name to
@@ -625,6 +714,12 @@ class Node:
             log.exception("on-chain job %s crashed", job.id, extra={"job_id": job.id})
             return apply(job, JobAborted(container="", reason=f"internal error: {exc}"), now=time.time())
 
+    def _wake(self, job: Job) -> None:
+        """Wake the callers of :meth:`wait` on ``job`` (just stored as finished)."""
+        waiting = self._waiting.pop((job.client, job.id), None)
+        if waiting is not None:
+            waiting.event.set()
+
     async def _expire_overdue(self) -> None:
         """Every :data:`EXPIRY_SWEEP` seconds, fail the jobs still running after
         ``pending_ttl`` (never raises: a failing store is logged, once while it fails)."""
@@ -656,8 +751,10 @@ class Node:
                         job.id,
                         extra={"job_id": job.id},
                     )
-                elif self.metrics is not None:
-                    self.metrics.job_finished(job)
+                else:
+                    self._wake(job)
+                    if self.metrics is not None:
+                        self.metrics.job_finished(job)
                 return
             except StoreUnavailable as exc:
                 if anyio.current_time() + delay > deadline:
@@ -675,6 +772,40 @@ class Node:
                 return
             await anyio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+class StreamOpening:
+    """What :meth:`Node.stream` returns: ``async with`` it for the entered stream, or await
+    it for the stream itself."""
+
+    __slots__ = ("_opening", "_stream")
+
+    def __init__(self, opening: Coroutine[Any, Any, JobStream]) -> None:
+        self._opening = opening
+        self._stream: JobStream | None = None
+
+    def __await__(self) -> Generator[Any, None, JobStream]:
+        return self._opening.__await__()
+
+    async def __aenter__(self) -> JobStream:
+        self._stream = await self._opening
+        return await self._stream.__aenter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._stream is not None
+        await self._stream.__aexit__(exc_type, exc, tb)
+
+
+class _Waiting:
+    """The callers of :meth:`Node.wait` on one job, and the event that wakes them."""
+
+    __slots__ = ("count", "event")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.event = anyio.Event()
 
 
 def _reason(text: str) -> Check:

@@ -54,7 +54,7 @@ class JobStream:
     :meth:`Node.stream <infernet_core.Node.stream>` makes one. Enter it, then iterate it for
     the container's response body, chunk by chunk::
 
-        async with await node.stream(request, client) as stream:
+        async with node.stream(request, client) as stream:
             print(stream.job_id)
             async for chunk in stream:
                 ...

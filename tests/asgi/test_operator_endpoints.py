@@ -67,7 +67,7 @@ async def test_metrics_are_404_when_off_and_count_requests_when_on(kit: Any, cli
         job_id = await kit.submit(on, ["echo"], {})
         assert (await on.post("/api/jobs", json=JOB)).status_code == 429
         with anyio.fail_after(5):  # (read through the node: GET /api/jobs is limited too)
-            while (await app.node.results("127.0.0.1", [job_id]))[0].status == "running":
+            while (await app.node.results([job_id], "127.0.0.1"))[0].status == "running":
                 await anyio.sleep(0.005)
         await on.get("/nowhere")
         scraped = await on.get("/metrics")

@@ -113,7 +113,7 @@ def stream_app(kit: Any, **containers: Parts) -> InfernetApp:
 
 
 async def job_of(app: InfernetApp, job_id: str) -> dict[str, Any]:
-    [result] = await app.node.results("127.0.0.1", [job_id])
+    [result] = await app.node.results([job_id], "127.0.0.1")
     return msgspec.to_builtins(result)
 
 

@@ -47,8 +47,8 @@ def value(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
 
 async def wait_finished(node: Node, client: str, ids: list[str]) -> None:
     with anyio.fail_after(5):
-        while any(r.status == "running" for r in await node.results(client, ids)) or len(
-            await node.results(client, ids)
+        while any(r.status == "running" for r in await node.results(ids, client)) or len(
+            await node.results(ids, client)
         ) < len(ids):
             await anyio.sleep(0.01)
 

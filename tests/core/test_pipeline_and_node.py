@@ -281,7 +281,7 @@ async def test_echo_container() -> None:
 async def wait_done(node: Node, client: str, job_id: str) -> JobResult:
     with anyio.fail_after(5):
         while True:
-            [result] = await node.results(client, [job_id], intermediate=True)
+            [result] = await node.results([job_id], client, intermediate=True)
             if result.status != "running":
                 return result
             await anyio.sleep(0.005)
@@ -312,7 +312,7 @@ async def test_submit_runs_job_and_id_is_readable_at_once_as_running() -> None:
         assert isinstance(job_id, str)
         assert str(__import__("uuid").UUID(job_id, version=4)) == job_id
         # readable before the job's task has even started
-        assert await node.results("10.0.0.1", [job_id]) == [JobResult(id=job_id, status="running", result=None)]
+        assert await node.results([job_id], "10.0.0.1") == [JobResult(id=job_id, status="running", result=None)]
         assert await node.job_ids("10.0.0.1", pending=True) == [job_id]
         await gate.started.wait()
         assert (await node.info()).pending.offchain == 1
@@ -463,8 +463,8 @@ async def test_results_are_scoped_by_client() -> None:
         assert mine is not None and theirs is not None
         await wait_done(node, "10.0.0.1", mine)
         await wait_done(node, "10.0.0.2", theirs)
-        assert await node.results("10.0.0.2", [mine]) == []
-        assert await node.results("10.0.0.1", [theirs, mine, "unknown", mine]) == [
+        assert await node.results([mine], "10.0.0.2") == []
+        assert await node.results([theirs, mine, "unknown", mine], "10.0.0.1") == [
             JobResult(id=mine, status="success", result=ContainerOutput(container="upper", output={"text": "MINE"}))
         ]
         assert await node.job_ids("10.0.0.1") == [mine]
@@ -474,16 +474,16 @@ async def test_results_are_scoped_by_client() -> None:
 
 async def test_record_status_creates_and_transitions() -> None:
     async with Node() as node:
-        await node.record_status("172.17.0.2", StatusUpdate(id="ext-1", status="running", containers=["a"]))
-        assert await node.results("172.17.0.2", ["ext-1"]) == [JobResult(id="ext-1", status="running", result=None)]
+        await node.record_status(StatusUpdate(id="ext-1", status="running", containers=["a"]), "172.17.0.2")
+        assert await node.results(["ext-1"], "172.17.0.2") == [JobResult(id="ext-1", status="running", result=None)]
         assert await node.job_ids("172.17.0.2", pending=True) == ["ext-1"]
         assert (await node.info()).pending.offchain == 1
         # running again is a no-op
-        await node.record_status("172.17.0.2", StatusUpdate(id="ext-1", status="running", containers=["a"]))
+        await node.record_status(StatusUpdate(id="ext-1", status="running", containers=["a"]), "172.17.0.2")
         assert (await node.info()).pending.offchain == 1
 
-        await node.record_status("172.17.0.2", StatusUpdate(id="ext-1", status="success", containers=["a"]))
-        assert await node.results("172.17.0.2", ["ext-1"], intermediate=True) == [
+        await node.record_status(StatusUpdate(id="ext-1", status="success", containers=["a"]), "172.17.0.2")
+        assert await node.results(["ext-1"], "172.17.0.2", intermediate=True) == [
             JobResult(id="ext-1", status="success", result=None, intermediate=[])
         ]
         assert await node.job_ids("172.17.0.2", pending=False) == ["ext-1"]
@@ -491,17 +491,17 @@ async def test_record_status_creates_and_transitions() -> None:
 
         for status in ("running", "success", "failed"):
             with pytest.raises(InvalidTransition) as info:
-                await node.record_status("172.17.0.2", StatusUpdate(id="ext-1", status=status, containers=["a"]))
+                await node.record_status(StatusUpdate(id="ext-1", status=status, containers=["a"]), "172.17.0.2")
             assert info.value.params == {"id": "ext-1", "state": "success", "event": "StatusReported"}
-        assert (await node.results("172.17.0.2", ["ext-1"]))[0].status == "success"
+        assert (await node.results(["ext-1"], "172.17.0.2"))[0].status == "success"
 
         # a brand-new id reported as finished is stored finished at once
-        await node.record_status("172.17.0.2", StatusUpdate(id="ext-2", status="failed", containers=[]))
-        assert (await node.results("172.17.0.2", ["ext-2"]))[0] == JobResult(id="ext-2", status="failed", result=None)
+        await node.record_status(StatusUpdate(id="ext-2", status="failed", containers=[]), "172.17.0.2")
+        assert (await node.results(["ext-2"], "172.17.0.2"))[0] == JobResult(id="ext-2", status="failed", result=None)
         # the same id from another client is a different job
-        await node.record_status("172.17.0.3", StatusUpdate(id="ext-1", status="running", containers=["a"]))
-        assert (await node.results("172.17.0.3", ["ext-1"]))[0].status == "running"
-        assert (await node.results("172.17.0.2", ["ext-1"]))[0].status == "success"
+        await node.record_status(StatusUpdate(id="ext-1", status="running", containers=["a"]), "172.17.0.3")
+        assert (await node.results(["ext-1"], "172.17.0.3"))[0].status == "running"
+        assert (await node.results(["ext-1"], "172.17.0.2"))[0].status == "success"
 
 
 async def test_record_status_moves_a_running_pipeline_job() -> None:
@@ -510,13 +510,13 @@ async def test_record_status_moves_a_running_pipeline_job() -> None:
     async with node:
         job_id = await node.submit(JobRequest(containers=["gate"], data={}), "c")
         assert job_id is not None
-        await node.record_status("c", StatusUpdate(id=job_id, status="failed", containers=["gate"]))
-        assert (await node.results("c", [job_id]))[0].status == "failed"
+        await node.record_status(StatusUpdate(id=job_id, status="failed", containers=["gate"]), "c")
+        assert (await node.results([job_id], "c"))[0].status == "failed"
         gate.release.set()
         while node._running_jobs:
             await anyio.sleep(0.005)
         # The pipeline's own result does not overwrite a reported terminal status.
-        [result] = await node.results("c", [job_id])
+        [result] = await node.results([job_id], "c")
         assert (result.status, result.result) == ("failed", None)
 
 
@@ -554,7 +554,7 @@ async def test_shutdown_fails_never_ending_job() -> None:
         await gate.started.wait()
     assert time.monotonic() - started < 3
     assert node.running is False
-    assert await node.results("c", [job_id]) == [
+    assert await node.results([job_id], "c") == [
         JobResult(
             id=job_id,
             status="failed",
@@ -573,7 +573,7 @@ async def test_shutdown_waits_for_jobs_within_grace() -> None:
     async with node:
         job_id = await node.submit(JobRequest(containers=["short"], data={}), "c")
         assert job_id is not None
-    [result] = await node.results("c", [job_id])
+    [result] = await node.results([job_id], "c")
     assert result.status == "success"
     assert result.result == ContainerOutput(container="short", output="finished")
 
@@ -698,7 +698,7 @@ async def test_a_job_that_cannot_be_dispatched_is_refused_and_not_left_running()
             await node.submit(JobRequest(containers=["upper"], data={"text": "x"}), "c")
         assert await node.job_ids("c", pending=True) == []
         [job_id] = await node.job_ids("c", pending=False)
-        [result] = await node.results("c", [job_id])
+        [result] = await node.results([job_id], "c")
     assert result.status == "failed"
     assert result.result == ContainerError(container="", error="not dispatched: Result store unavailable: queue down")
 

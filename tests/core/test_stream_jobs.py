@@ -70,7 +70,7 @@ def request(*containers: str, **data: Any) -> JobRequest:
 
 
 async def result_of(node: Node, job_id: str) -> JobResult:
-    [result] = await node.results(ME, [job_id])
+    [result] = await node.results([job_id], ME)
     return result
 
 
@@ -79,7 +79,7 @@ async def test_stream_yields_chunks_and_stores_the_decoded_output() -> None:
     gate.open(2)
     node = node_with(LocalContainer("gen", gate), LocalContainer("echo", echo))
     async with node:
-        async with await node.stream(request("gen", "echo", q="x"), ME) as stream:
+        async with node.stream(request("gen", "echo", q="x"), ME) as stream:
             assert stream.job.state is JobState.RUNNING
             assert (await result_of(node, stream.job_id)).status == "running"
             chunks = [chunk async for chunk in stream]
@@ -97,7 +97,7 @@ async def test_stream_job_is_pending_until_it_ends() -> None:
     gate = Gate("a", "b")
     node = node_with(LocalContainer("gen", gate))
     async with node:
-        async with await node.stream(request("gen"), ME) as stream:
+        async with node.stream(request("gen"), ME) as stream:
             assert (await node.info()).pending.offchain == 1
             assert await node.job_ids(ME, pending=True) == [stream.job_id]
             gate.open(2)
@@ -113,7 +113,7 @@ async def test_container_failure_ends_the_stream_and_fails_the_job() -> None:
 
     node = node_with(LocalContainer("breaks", breaks))
     async with node:
-        async with await node.stream(request("breaks"), ME) as stream:
+        async with node.stream(request("breaks"), ME) as stream:
             assert [chunk async for chunk in stream] == [b"partial"]
         assert stream.job.state is JobState.FAILED
         assert (await result_of(node, stream.job_id)).result == ContainerError(
@@ -126,7 +126,7 @@ async def test_stream_times_out() -> None:
     gate.open(1)
     node = node_with(LocalContainer("gen", gate), stream_timeout=0.05)
     async with node:
-        async with await node.stream(request("gen"), ME) as stream:
+        async with node.stream(request("gen"), ME) as stream:
             assert [chunk async for chunk in stream] == [b"a"]
         assert stream.job.error == ContainerError(container="gen", error="timed out after 0.05s")
     assert gate.closed
@@ -137,7 +137,7 @@ async def test_abort_fails_the_job_with_the_reason() -> None:
     gate.open(1)
     node = node_with(LocalContainer("gen", gate))
     async with node:
-        async with await node.stream(request("gen"), ME) as stream:
+        async with node.stream(request("gen"), ME) as stream:
             async for _ in stream:
                 stream.abort("reader lost interest")
         assert (await result_of(node, stream.job_id)).result == ContainerError(
@@ -151,7 +151,7 @@ async def test_leaving_early_fails_the_job_and_waits_until_it_is_stored() -> Non
     gate.open(1)
     node = node_with(LocalContainer("gen", gate))
     async with node:
-        async with await node.stream(request("gen"), ME) as stream:
+        async with node.stream(request("gen"), ME) as stream:
             async for _ in stream:
                 break
         assert stream.job.error == ContainerError(container="gen", error=CLOSED_EARLY)
@@ -164,7 +164,7 @@ async def test_an_exception_in_the_reader_fails_the_job() -> None:
     node = node_with(LocalContainer("gen", gate))
     async with node:
         with pytest.raises(KeyError):
-            async with await node.stream(request("gen"), ME) as stream:
+            async with node.stream(request("gen"), ME) as stream:
                 async for _ in stream:
                     raise KeyError("reader bug")
         assert (await result_of(node, stream.job_id)).result == ContainerError(container="gen", error=CLOSED_EARLY)
@@ -173,7 +173,7 @@ async def test_an_exception_in_the_reader_fails_the_job() -> None:
 async def test_abort_after_the_end_changes_nothing() -> None:
     node = node_with(LocalContainer("echo", echo))
     async with node:
-        async with await node.stream(request("echo", n=1), ME) as stream:
+        async with node.stream(request("echo", n=1), ME) as stream:
             assert [chunk async for chunk in stream] == [b'{"n":1}']
             stream.abort("too late")
         assert (await result_of(node, stream.job_id)).result == ContainerOutput(container="echo", output={"n": 1})

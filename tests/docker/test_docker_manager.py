@@ -43,7 +43,7 @@ async def run_job(node: Node, container_id: str, data: dict[str, Any]) -> dict[s
     assert job_id is not None
     with anyio.fail_after(10):
         while True:
-            [result] = await node.results(CLIENT, [job_id])
+            [result] = await node.results([job_id], CLIENT)
             if result.status != "running":
                 return {"status": result.status, "result": result.result}
             await anyio.sleep(0.02)

@@ -128,7 +128,7 @@ async def wait_status(node: Node, client: str, job_id: str, timeout: float = 5.0
     result: dict[str, Any] = {}
 
     async def done() -> bool:
-        jobs = await node.results(client, [job_id])
+        jobs = await node.results([job_id], client)
         if not jobs:
             return False
         result.update(id=jobs[0].id, status=jobs[0].status, result=jobs[0].result)

@@ -73,7 +73,7 @@ async def settled(node: Node, ids: Sequence[str], timeout: float = 10.0) -> list
     """The results of ``ids`` once none is running."""
     with anyio.fail_after(timeout):
         while True:
-            results = await node.results(CLIENT, ids)
+            results = await node.results(ids, CLIENT)
             if len(results) == len(ids) and all(r.status != "running" for r in results):
                 return results
             await anyio.sleep(0.01)
@@ -107,7 +107,7 @@ async def test_interrupted_jobs_fail_with_the_stopped_reason(tmp_path: Path) -> 
     async with work.attach(Node(config(path))) as node:
         results = await settled(node, cut_ids)
         assert [(r.id, r.status, r.result) for r in results] == [(i, "failed", STOPPED) for i in cut_ids]
-        assert [r.status for r in await node.results(CLIENT, done_ids)] == ["success"]
+        assert [r.status for r in await node.results(done_ids, CLIENT)] == ["success"]
         assert await node.job_ids(CLIENT, pending=True) == []
         assert await node.job_ids(CLIENT, pending=False) == done_ids + cut_ids
         assert (await node.info()).pending.offchain == 0
@@ -116,7 +116,7 @@ async def test_interrupted_jobs_fail_with_the_stopped_reason(tmp_path: Path) -> 
     # final: the next node finds nothing interrupted and keeps the failures
     async with Work().attach(Node(config(path, rerun=True))) as node:
         await anyio.sleep(0.05)
-        results = await node.results(CLIENT, cut_ids)
+        results = await node.results(cut_ids, CLIENT)
         assert [(r.status, r.result) for r in results] == [("failed", STOPPED)] * 3
 
 
@@ -128,7 +128,7 @@ async def test_interrupted_jobs_run_again_when_configured(tmp_path: Path) -> Non
         results = await settled(node, cut_ids)
         assert [(r.id, r.status) for r in results] == [(i, "success") for i in cut_ids]
         assert [r.result for r in results] == [ContainerOutput(container="work", output={"did": n}) for n in range(3)]
-        assert [r.status for r in await node.results(CLIENT, done_ids)] == ["success"]
+        assert [r.status for r in await node.results(done_ids, CLIENT)] == ["success"]
         assert await node.job_ids(CLIENT, pending=True) == []
     # run once each, on the data of the original request
     assert sorted(work.seen, key=lambda d: d["n"]) == [{"n": n} for n in range(3)]
@@ -168,7 +168,7 @@ CHILD = textwrap.dedent(
 
         async with node:
             quick = await node.submit(JobRequest(containers=["work"], data={"n": -1}), client)
-            while (await node.results(client, [quick]))[0].status == "running":
+            while (await node.results([quick], client))[0].status == "running":
                 await anyio.sleep(0.01)
             blocked = [
                 await node.submit(JobRequest(containers=["work"], data={"n": n, "block": True}), client)
@@ -215,7 +215,7 @@ async def test_a_node_killed_with_sigkill(tmp_path: Path, rerun: bool) -> None:
         else:
             assert [(r.status, r.result) for r in results] == [("failed", STOPPED)] * 3
             assert work.seen == []
-        [before] = await node.results(CLIENT, [ids["finished"]])
+        [before] = await node.results([ids["finished"]], CLIENT)
         assert (before.status, before.result) == ("success", ContainerOutput(container="work", output={"did": -1}))
 
 
@@ -248,7 +248,7 @@ async def test_graceful_shutdown_with_rerun_leaves_jobs_for_the_next_node(tmp_pa
         assert [(r.status, r.result) for r in results] == [
             ("success", ContainerOutput(container="work", output={"did": n})) for n in range(2)
         ]
-        [before] = await node.results(CLIENT, [quick])
+        [before] = await node.results([quick], CLIENT)
         assert (before.status, before.result) == ("success", ContainerOutput(container="work", output={"did": -1}))
     assert sorted(work.seen, key=lambda d: d["n"]) == [{"n": 0}, {"n": 1}]
 
@@ -272,5 +272,5 @@ async def test_graceful_shutdown_without_rerun_fails_jobs_at_once(tmp_path: Path
     work = Work()
     async with work.attach(Node(config(path, rerun=True))) as node:
         await anyio.sleep(0.05)
-        assert [r.status for r in await node.results(CLIENT, cut)] == ["failed", "failed"]
+        assert [r.status for r in await node.results(cut, CLIENT)] == ["failed", "failed"]
     assert work.seen == []
