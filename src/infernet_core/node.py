@@ -9,6 +9,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
+from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -142,6 +143,8 @@ class Node:
         self._docker: DockerManager | None = None
         self._guardian = Guardian({})
         self._http: HttpPool | None = None
+        self._resources = AsyncExitStack()
+        """What a start opened (store, limiter, pools, chain, Docker), closed by a stop."""
         self._host_http = http_client
         """The host's own HTTP client for the configured containers (it stays the host's)."""
         self._chain: ChainRuntime | None = None
@@ -203,49 +206,19 @@ class Node:
     async def __aenter__(self) -> Self:
         for sentence in self.config.ignored_settings():
             log.warning("config: %s", sentence)
-        managed = self.config.manage_containers and bool(self.config.containers)
-        docker = DockerManager.from_config(self.config) if managed else None
-        await self.store.open()
-        if self.rate_limiter is not None:
-            await self.rate_limiter.open()
-        http: HttpPool | httpx.AsyncClient
-        if self._host_http is not None:
-            http = self._host_http
-        else:
-            http = self._http = HttpPool(max_idle=64)
-        clients: dict[str, ContainerClient] = {c.id: HttpContainer(c, http) for c in self.config.containers}
-        if docker is not None:
-            clients = {cid: docker.wrap(client) for cid, client in clients.items()}
-        self._docker = docker
-        clients.update(self._extra)
-        metrics = self.metrics
-        if metrics is not None:
-            clients = {cid: InstrumentedContainer(client, metrics) for cid, client in clients.items()}
-            metrics.track_pending(
-                lambda: self._running_jobs + self._admitting,
-                lambda: self._chain.pending_count if self._chain is not None else 0,
-            )
-            if docker is not None:
-                docker.on_restart = lambda container: metrics.container_restarts.labels(container).inc()
-        rules = {
-            info.id: ContainerRules.build(info.id, external=info.external)
-            for info in (client.info for client in self._extra.values())
-        }
-        for c in self.config.containers:
-            rules[c.id] = ContainerRules.build(
-                c.id,
-                external=c.external,
-                generates_proofs=c.generates_proofs,
-                allowed_ips=c.allowed_ips,
-                allowed_addresses=c.allowed_addresses,
-                allowed_delegate_addresses=c.allowed_delegate_addresses,
-            )
-        self._clients = clients
-        self._guardian = Guardian(rules)
-        self._chain = self._chain_runtime()
+        # Everything opened from here on is closed through one exit stack, in reverse order:
+        # by a stop, or at once by a start that fails half-way.
+        stack = self._resources = AsyncExitStack()
+        try:
+            await self._open(stack)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await stack.aclose()
+            raise
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         try:
+            docker = self._docker
             if docker is not None:
                 # Containers answer before any job (an interrupted one included) runs.
                 await docker.start()
@@ -261,8 +234,60 @@ class Node:
             await self.__aexit__(None, None, None)
             raise
         self._accepting = True
-        log.info("node started with containers: %s", ", ".join(clients) or "(none)")
+        log.info("node started with containers: %s", ", ".join(self._clients) or "(none)")
         return self
+
+    async def _open(self, stack: AsyncExitStack) -> None:
+        """Open the store, limiter, HTTP pool, chain side and Docker manager, each pushed on
+        ``stack`` to be closed; build the container clients and the guardian."""
+        rules = {
+            info.id: ContainerRules.build(info.id, external=info.external)
+            for info in (client.info for client in self._extra.values())
+        }
+        for c in self.config.containers:
+            rules[c.id] = ContainerRules.build(
+                c.id,
+                external=c.external,
+                generates_proofs=c.generates_proofs,
+                allowed_ips=c.allowed_ips,
+                allowed_addresses=c.allowed_addresses,
+                allowed_delegate_addresses=c.allowed_delegate_addresses,
+            )
+        self._guardian = Guardian(rules)
+        chain = self._chain_runtime()  # before anything opens: a missing chain extra fails here
+        managed = self.config.manage_containers and bool(self.config.containers)
+        docker = DockerManager.from_config(self.config) if managed else None
+        await self.store.open()
+        stack.push_async_callback(self.store.aclose)
+        if self.rate_limiter is not None:
+            await self.rate_limiter.open()
+            stack.push_async_callback(self.rate_limiter.aclose)
+        stack.push_async_callback(self.dispatcher.aclose)
+        http: HttpPool | httpx.AsyncClient
+        if self._host_http is not None:
+            http = self._host_http
+        else:
+            http = self._http = HttpPool(max_idle=64)
+            stack.push_async_callback(http.aclose)
+        if chain is not None:
+            stack.push_async_callback(chain.aclose)
+        self._chain = chain
+        clients: dict[str, ContainerClient] = {c.id: HttpContainer(c, http) for c in self.config.containers}
+        if docker is not None:
+            stack.push_async_callback(docker.stop)
+            clients = {cid: docker.wrap(client) for cid, client in clients.items()}
+        self._docker = docker
+        clients.update(self._extra)
+        metrics = self.metrics
+        if metrics is not None:
+            clients = {cid: InstrumentedContainer(client, metrics) for cid, client in clients.items()}
+            metrics.track_pending(
+                lambda: self._running_jobs + self._admitting,
+                lambda: self._chain.pending_count if self._chain is not None else 0,
+            )
+            if docker is not None:
+                docker.on_restart = lambda container: metrics.container_restarts.labels(container).inc()
+        self._clients = clients
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -278,18 +303,10 @@ class Node:
             return None
         finally:
             with anyio.CancelScope(shield=True):
-                if self._docker is not None:
-                    await self._docker.stop()
-                    self._docker = None
-                if self._http is not None:
-                    await self._http.aclose()
-                    self._http = None
-                if self._chain is not None:
-                    await self._chain.aclose()
-                await self.dispatcher.aclose()
-                if self.rate_limiter is not None:
-                    await self.rate_limiter.aclose()
-                await self.store.aclose()
+                resources, self._resources = self._resources, AsyncExitStack()
+                await resources.aclose()
+                self._docker = None
+                self._http = None
             log.info("node stopped")
 
     def _chain_runtime(self) -> ChainRuntime | None:
