@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import msgspec
+from infernet_core.codec import encode as _encode
 
 __all__ = ("CONTEXT_FIELDS", "JsonFormatter", "configure_logging")
 
@@ -25,8 +25,6 @@ CONTEXT_FIELDS: Final = (
     "client",
 )
 """Attributes a log call may pass (``extra={...}``) that a JSON line carries as fields."""
-
-_encode = msgspec.json.Encoder().encode
 
 
 class JsonFormatter(logging.Formatter):

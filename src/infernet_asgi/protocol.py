@@ -25,13 +25,14 @@ from itertools import chain
 from typing import Any, Final
 
 import h11
-import msgspec
 from hypercorn.asyncio.task_group import TaskGroup
 from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.protocol import ProtocolWrapper
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import parse_socket_addr
+
+from infernet_core.codec import encode as _encode
 
 __all__ = ("HYPERCORN_SUPPORTED", "JSONErrorH11Protocol", "NodeTCPServer", "protocol_error_body")
 
@@ -41,8 +42,6 @@ classes here were written against (the lock pins one of them)."""
 
 HYPERCORN_SUPPORTED: Final = version("hypercorn").startswith(_SUPPORTED_HYPERCORN)
 """Whether the installed hypercorn is one this module supports (else its own classes serve)."""
-
-_encode = msgspec.json.Encoder().encode
 
 
 def protocol_error_body(status: int, max_head_bytes: int) -> dict[str, Any]:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Final, Protocol
 
-import msgspec
-
+from infernet_core.codec import encode as _encode
 from infernet_core.errors import InfernetError
 
 from .types import Send
 
 __all__ = ("CONNECTION_CLOSE", "BytesResponse", "JSONResponse", "Response", "error_body", "error_response")
 
-_encode = msgspec.json.Encoder().encode
 
 CONNECTION_CLOSE: Final = (b"connection", b"close")
 """The header of a response after which the server closes the connection."""

@@ -12,13 +12,12 @@ from typing import Any
 
 import msgspec
 
+from ..codec import decode as _decode
+from ..codec import encode as _encode
 from ..errors import ContainerFailure
 from ..json_limits import depth_exceeds
 
 __all__ = ("decode_output", "encode_chunk")
-
-_encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder().decode
 
 
 def encode_chunk(value: Any) -> bytes:

@@ -17,6 +17,7 @@ import anyio
 import httpx
 import msgspec
 
+from ..codec import encode as _encode
 from ..config import ContainerConfig
 from ..errors import ContainerFailure
 from ..models import ContainerInfo, ContainerInput, Destination, Source
@@ -25,7 +26,6 @@ from .http_pool import ConnectFailed, ConnectionBroken, HttpError, HttpPool, Res
 
 __all__ = ("HttpContainer",)
 
-_encode = msgspec.json.Encoder().encode
 _SNIPPET = 200
 
 

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-import msgspec
+from ...codec import decode_job, decode_request, encode
 
-from ...jobs import Job
-from ...models import JobRequest
-
-encode = msgspec.json.Encoder().encode
-decode_job = msgspec.json.Decoder(Job).decode
-decode_request = msgspec.json.Decoder(JobRequest).decode
+__all__ = ("client_tag", "decode_job", "decode_request", "encode", "safe_url", "text")
 
 
 def safe_url(url: str) -> str:

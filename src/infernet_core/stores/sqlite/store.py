@@ -41,6 +41,9 @@ from typing import Any, Final
 
 import msgspec
 
+from ...codec import decode_job as _decode_job
+from ...codec import decode_request as _decode_request
+from ...codec import encode as _encode
 from ...errors import StoreUnavailable
 from ...jobs import Job
 from ...models import JobRequest
@@ -106,9 +109,6 @@ _CACHE_BYTES: Final = 8 << 20
 _CACHE_ENTRY_BYTES: Final = 256 << 10
 """A record larger than this is not cached (a get reads it from the file)."""
 
-_encode = msgspec.json.Encoder().encode
-_decode_job = msgspec.json.Decoder(Job).decode
-_decode_request = msgspec.json.Decoder(JobRequest).decode
 
 _Key = tuple[str, str]
 _Cached = tuple[bytes, float]  # (committed record, its deadline; inf = kept)
