@@ -47,7 +47,7 @@ async def check_config(path: str | None, out: TextIO, timeout: float = CHECK_TIM
     try:
         config = load_config(path)
     except ConfigError as exc:
-        print(f"FAIL config: {exc.message}", file=out)
+        print(f"FAIL config: {exc.message.removeprefix('config: ')}", file=out)
         return EXIT["config"]
     print(f"ok   config: {path} is valid", file=out)
     failed: list[str] = []
@@ -57,6 +57,8 @@ async def check_config(path: str | None, out: TextIO, timeout: float = CHECK_TIM
                 found = await check.run()
         except TimeoutError:
             print(f"FAIL {check.kind} {check.name}: no answer within {timeout:g} s", file=out)
+        except _Failed as exc:
+            print(f"FAIL {check.kind} {check.name}: {exc}", file=out)
         except InfernetError as exc:
             print(f"FAIL {check.kind} {check.name}: {exc.message}", file=out)
         except Exception as exc:

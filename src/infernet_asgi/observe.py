@@ -77,7 +77,13 @@ class RequestObserver:
                 status,
                 seconds * 1000,
                 client,
-                extra={"method": method, "path": path, "status": status, "duration_ms": round(seconds * 1000, 2)},
+                extra={
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 2),
+                    "client": client,
+                },
             )
 
     def rate_limited(self, route: str) -> None:

@@ -53,7 +53,10 @@ def _errors(*codes: str) -> dict[str, Any]:
 
 _STRING: Final = {"type": "string"}
 _COMMON: Final = ("400", "404", "405", "408", "413", "429", "503")
-_COMPUTE: Final = {"oneOf": [_ref("JobRequest"), _ref("DelegatedSubscriptionRequest")]}
+# anyOf, not oneOf (here and below): the models allow unknown fields, so a body can match
+# both (the node reads one with ``containers`` as a JobRequest); an error entry of a batch
+# matches the open _CREATED object too, and ``[]`` is an array of results and of ids.
+_COMPUTE: Final = {"anyOf": [_ref("JobRequest"), _ref("DelegatedSubscriptionRequest")]}
 _CREATED: Final = {
     "type": "object",
     "properties": {"id": {"type": "string", "format": "uuid"}},
@@ -111,7 +114,7 @@ _PATHS: Final[dict[str, Any]] = {
             {
                 "200": _json(
                     {
-                        "oneOf": [
+                        "anyOf": [
                             {"type": "array", "items": _ref("JobResult")},
                             {"type": "array", "items": {"type": "string"}},
                         ]
@@ -131,7 +134,7 @@ _PATHS: Final[dict[str, Any]] = {
         "post": _operation(
             "Submit many; one entry per item, in order",
             {
-                "200": _json({"type": "array", "items": {"oneOf": [_CREATED, _ref("Error")]}}),
+                "200": _json({"type": "array", "items": {"anyOf": [_CREATED, _ref("Error")]}}),
                 **_errors(*_COMMON),
             },
             requestBody=_body({"type": "array", "items": _COMPUTE}),
