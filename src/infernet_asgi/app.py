@@ -204,6 +204,7 @@ class InfernetApp:
         except ClientDisconnected:
             return
         except MethodNotAllowed as exc:
+            route = path  # a known route, asked with another method
             response = error_response(exc, [(b"allow", ", ".join(exc.allowed).encode("ascii"))])
         except RequestTimeout as exc:
             self._timeouts.log(
@@ -299,12 +300,13 @@ class InfernetApp:
         client = self._client(request)
         query = request.query()
         ids = [value for name, value in query if name == "id"]
+        # Both flags are checked whatever the request asks (a bad one is a 400 either way).
+        pending = _bool_param(query, "pending")
+        intermediate = _bool_param(query, "intermediate") or False
         if not ids:
-            pending = _bool_param(query, "pending")
             return JSONResponse(await self.node.job_ids(client, pending=pending))
         if len(ids) > _MAX_IDS:
             raise BadRequest(f"Too many job ids (at most {_MAX_IDS})", {"count": len(ids)})
-        intermediate = _bool_param(query, "intermediate") or False
         # Ids the caller does not have are left out: none known is 200 [] (the seed, the
         # reference node and its client agree; the client reads [] as "not found").
         return JSONResponse(await self.node.results(ids, client, intermediate=intermediate))

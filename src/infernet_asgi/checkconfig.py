@@ -1,16 +1,20 @@
 """``infernet-node check-config``: is this config one the node can run on, here and now?
 
 One line per check, in this order: the config itself, the result store (Redis answers a
-ping; an SQLite file can be opened), each container (something accepts connections at its
-URL), and with the chain enabled the RPC (its chain id, against ``chain.chain_id`` when set)
-and the Coordinator address. The exit status names the first class that failed, so scripts
-can tell them apart.
+ping; an SQLite file can be read, even while a node holds it, or can be created), each
+container (something accepts connections at its URL), and with the chain enabled the RPC
+(its chain id, against ``chain.chain_id`` when set) and the Coordinator address. The exit
+status names the first class that failed, so scripts can tell them apart.
 """
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from collections.abc import Awaitable, Callable
+from contextlib import closing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, TextIO
 
 import anyio
@@ -19,6 +23,7 @@ from infernet_core import ConfigError, InfernetError, load_config
 from infernet_core.backends import build_backend
 from infernet_core.config import NodeConfig
 from infernet_core.readiness import CHECK_TIMEOUT, port_answers
+from infernet_core.stores.sqlite.errors import describe
 
 __all__ = ("EXIT", "check_config")
 
@@ -82,6 +87,8 @@ def _checks(config: NodeConfig) -> list[_Check]:
 
 
 async def _store(config: NodeConfig) -> str:
+    if config.store_kind("sqlite") == "sqlite":
+        return await anyio.to_thread.run_sync(_sqlite_file, config.store.path)
     store, dispatcher = build_backend(config, default_kind="sqlite")
     try:
         await store.open()
@@ -90,6 +97,23 @@ async def _store(config: NodeConfig) -> str:
         await dispatcher.aclose()
         await store.aclose()
     return f"answers ({pending} jobs pending)"
+
+
+def _sqlite_file(path: str) -> str:
+    """Read-only, so that it also checks the file of a node that is running (and holds it)."""
+    file = Path(path)
+    if not file.exists():
+        folder = next((p for p in (file.parent, *file.parent.parents) if p.exists()), Path("/"))
+        if not os.access(folder, os.W_OK):
+            raise _Failed(f"{path} does not exist and {folder} is not writable")
+        return f"{path} will be created"
+    try:
+        with closing(sqlite3.connect(f"file:{file}?mode=ro", uri=True)) as db:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            jobs = db.execute("SELECT count(*) FROM jobs").fetchone()[0] if "jobs" in tables else 0
+    except sqlite3.Error as exc:
+        raise _Failed(f"{path}: {describe(exc)}") from None
+    return f"{path} is readable ({jobs} jobs)"
 
 
 async def _answers(url: str) -> str:

@@ -20,12 +20,14 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import msgspec
 from hypercorn.config import Config as HypercornConfig
 
 from infernet_core import ConfigError, InfernetError, LocalContainer, Node, NodeConfig, echo, load_config
 from infernet_core.backends import build_backend
+from infernet_core.config_sources import ENV_PREFIX
 
 from .app import InfernetApp
 from .checkconfig import check_config
@@ -183,9 +185,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``infernet-node``; returns the process exit status."""
     args = _parser().parse_args(argv)
-    configure_logging(args.log_level, args.log_format or "text")
     if args.command == "check-config":
+        configure_logging("WARNING", args.log_format or "text")  # its lines are the report
         return asyncio.run(check_config(args.config, sys.stdout))
+    # The format is known before the config is loaded, so its own lines come out in it too.
+    configure_logging(args.log_level, args.log_format or _log_format_of(args.config))
     if args.command != "serve":
         return _identity(args.command, args.config)
     try:
@@ -193,8 +197,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"infernet-node: {exc.message}", file=sys.stderr)
         return 2
-    if args.log_format is None and node.config.log is not None and node.config.log.format == "json":
-        configure_logging(args.log_level, "json")
     server = node.config.server
     host = args.host or server.host
     port = args.port if args.port is not None else server.port
@@ -211,6 +213,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         sock.close()  # serving closes it; not if the node failed to start
     return 0
+
+
+def _log_format_of(config_path: str | None) -> str:
+    """``log.format`` as the environment or the config file gives it, read ahead of the
+    config (which is validated later, and may log as it loads); ``text`` if neither says."""
+    fmt = os.environ.get(f"{ENV_PREFIX}LOG__FORMAT")
+    if fmt is None and config_path:
+        try:
+            raw = msgspec.json.decode(Path(config_path).read_bytes())
+        except (OSError, msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+            return "text"  # loading it reports the problem
+        log_section = raw.get("log") if isinstance(raw, dict) else None
+        fmt = log_section.get("format") if isinstance(log_section, dict) else None
+    return "json" if fmt == "json" else "text"
 
 
 def _identity(command: str, config_path: str | None) -> int:

@@ -367,11 +367,6 @@ def test_log_format_flag_without_config(tmp_path: Path) -> None:
     assert records[-1]["message"] == "node stopped"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="infernet-node configures the log format only after loading the config, so the lines"
-    " load_config writes (environment overrides, unknown keys) are text even with log.format json",
-)
 def test_json_log_includes_the_config_loading_lines(tmp_path: Path, echo_service: ServiceProcess) -> None:
     config = echo_config(echo_service, log={"format": "json"})
     env = {**subprocess_env(), "INFERNET_SERVER__MAX_BATCH": "3"}
@@ -463,15 +458,22 @@ def unused_url(scheme: str = "http") -> str:
 
 
 def test_check_config_passes_a_config_it_can_run(tmp_path: Path, echo_service: ServiceProcess) -> None:
-    config = echo_config(echo_service, store={"kind": "sqlite", "path": str(tmp_path / "results.db")})
+    db = tmp_path / "results.db"
+    config = echo_config(echo_service, store={"kind": "sqlite", "path": str(db)})
     path = write_config(tmp_path, config)
     status, lines = check_config(path)
     assert status == 0, lines
     assert checks(lines) == {
         "ok config": f"{path} is valid",
-        "ok store sqlite": "answers (0 jobs pending)",
+        "ok store sqlite": f"{db} will be created",
         "ok containers echo": f"{echo_service.url} accepts connections",
     }
+    # The file of a node that is running (and holds its lock) is checked too, read-only.
+    with running_node(tmp_path, config) as node, node.client() as http:
+        wait_done(http, submit(http, ["echo"], {}))
+        status, lines = check_config(path)
+    assert status == 0, lines
+    assert checks(lines)["ok store sqlite"] == f"{db} is readable (1 jobs)"
 
 
 def test_check_config_names_the_container_nobody_answers_for(tmp_path: Path, echo_service: ServiceProcess) -> None:
