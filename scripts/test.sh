@@ -58,6 +58,10 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v dockerd >/dev/null || missing+=(docker.io)
 # The Docker tests build their image from Debian's static busybox (no registry is reachable).
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+# The image test builds its base, a Debian root filesystem, with debootstrap.
+dpkg -s debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+# The metrics test scrapes the node with a real Prometheus server.
+command -v prometheus >/dev/null || missing+=(prometheus)
 command -v node >/dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${missing[@]}"
