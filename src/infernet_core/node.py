@@ -19,6 +19,7 @@ from anyio.abc import TaskGroup
 
 from . import __version__
 from .backends import build_backend, build_rate_limiter
+from .backoff import STORE_WRITE
 from .config import NodeConfig
 from .containers.base import ContainerClient
 from .containers.docker import DockerManager
@@ -759,7 +760,7 @@ class Node:
         """Store a finished job, retrying while the store is unavailable (up to ``patience``
         seconds, by default the pending TTL, after which the record has expired anyway)."""
         deadline = anyio.current_time() + (patience if patience is not None else self.config.store.pending_ttl)
-        delay = 0.05
+        delays = STORE_WRITE.delays()
         while True:
             try:
                 if not await self.store.put(job):
@@ -774,6 +775,7 @@ class Node:
                         self.metrics.job_finished(job)
                 return
             except StoreUnavailable as exc:
+                delay = next(delays)
                 if anyio.current_time() + delay > deadline:
                     log.error("gave up storing the result of job %s: %s", job.id, exc.message, extra={"job_id": job.id})
                     return
@@ -788,7 +790,6 @@ class Node:
                 log.exception("could not store the result of job %s", job.id, extra={"job_id": job.id})
                 return
             await anyio.sleep(delay)
-            delay = min(delay * 2, 2.0)
 
 
 class StreamOpening:

@@ -24,6 +24,7 @@ from typing import TypeVar
 
 import anyio
 
+from ..backoff import CHAIN_POLL
 from ..config import SnapshotSyncConfig
 from ..subscriptions import Subscription
 from .coordinator import Cancelled, Coordinator, Created
@@ -93,7 +94,7 @@ class SubscriptionListener:
                 failures = 0
             except Exception as exc:
                 failures += 1
-                delay = min(0.25 * 2**failures, 10.0)
+                delay = CHAIN_POLL.after(failures)
                 log.warning("chain poll failed (%d in a row), retrying in %.1fs: %s", failures, delay, exc)
                 await anyio.sleep(delay)
 
@@ -185,4 +186,4 @@ class SubscriptionListener:
 
 async def _read(call: Callable[[], Awaitable[T]], what: str) -> T:
     """Read until it works: the listener has nothing better to do than wait for the RPC."""
-    return await retrying(call, what, attempts=None, max_delay=10.0)
+    return await retrying(call, what, attempts=None, backoff=CHAIN_POLL)

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
+from ..backoff import CHAIN_POLL
 from ..delivery import container_input, delivery_payload
 from ..errors import AdmissionError
 from ..guardian import Guardian
@@ -186,7 +187,7 @@ class SubscriptionProcessor:
             except Exception as exc:
                 failures += 1
                 log.warning("subscription sweep failed (%d in a row): %s", failures, exc)
-            with anyio.move_on_after(min(self._period * 2**failures, 10.0) if failures else self._period):
+            with anyio.move_on_after(CHAIN_POLL.after(failures) if failures else self._period):
                 await self._wake.wait()
 
     async def _sweep(self, task_group: TaskGroup) -> None:

@@ -19,6 +19,7 @@ import anyio
 from web3 import AsyncWeb3
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError
 
+from ..backoff import RPC_CALL, Backoff
 from .abi import ERROR_SELECTORS
 
 __all__ = ("RPC_ERROR_HOOK", "ChainError", "Reverted", "connect", "reverted_from", "retrying")
@@ -79,8 +80,7 @@ async def retrying(
     what: str,
     *,
     attempts: int | None = 5,
-    first_delay: float = 0.2,
-    max_delay: float = 5.0,
+    backoff: Backoff = RPC_CALL,
 ) -> T:
     """Await ``call()`` until it succeeds, backing off between transient failures.
 
@@ -91,12 +91,13 @@ async def retrying(
         what: Named in log lines ("reading subscription 7").
         attempts: Tries before giving up; ``None`` retries for ever (for loops that must
             not stop, like the listener's).
+        backoff: The delays between tries.
 
     Raises:
         Reverted: The call reverted.
         ChainError: It failed ``attempts`` times; the last cause is chained.
     """
-    delay = first_delay
+    delays = backoff.delays()
     tries = 0
     while True:
         tries += 1
@@ -111,9 +112,9 @@ async def retrying(
                 hook(type(exc).__name__)
             if attempts is not None and tries >= attempts:
                 raise ChainError(f"{what} failed {tries} times: {_describe(exc)}") from exc
+            delay = next(delays)
             log.warning("%s failed (try %d), retrying in %.1fs: %s", what, tries, delay, _describe(exc))
         await anyio.sleep(delay)
-        delay = min(delay * 2, max_delay)
 
 
 def _describe(exc: BaseException) -> str:
