@@ -1,9 +1,10 @@
 """A bare raw-ASGI app: the baseline that bench_offchain.py compares the node with.
 
 Every HTTP request (any method, any path) gets the same small JSON body once its request
-body has been read. It is served exactly as ``infernet-node`` serves a node: hypercorn on
-the asyncio loop, from a TCP_NODELAY listening socket handed over as ``fd://``, with the
-hypercorn Config from ``infernet_asgi.cli.hypercorn_config``.
+body has been read. It is served exactly as ``infernet-node`` serves a node: hypercorn's
+per-connection server on the asyncio loop behind the node's own accept loop
+(``infernet_asgi.serving.serve``), from a TCP_NODELAY listening socket, with the hypercorn
+Config from ``infernet_asgi.cli.hypercorn_config``.
 
 Usage: python benchmarks/bare_app.py PORT [HOST]   (HOST defaults to 127.0.0.1)
 """
@@ -16,9 +17,8 @@ import socket
 import sys
 from typing import Any
 
-from hypercorn.asyncio import serve
-
-from infernet_asgi.cli import hypercorn_config, listening_socket, stop_on_signals
+from infernet_asgi.cli import BACKLOG, hypercorn_config, listening_socket, stop_on_signals
+from infernet_asgi.serving import serve
 
 BODY = b'{"id":"00000000-0000-0000-0000-000000000000"}'
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode("ascii"))]
@@ -51,7 +51,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 async def _serve(sock: socket.socket) -> None:
     stop = stop_on_signals()
-    await serve(app, hypercorn_config(sock, GRACEFUL_TIMEOUT), shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    config = hypercorn_config(sock, GRACEFUL_TIMEOUT)
+    # The same accept loop and connection cap as infernet-node (at its default cap).
+    await serve(app, config, sock, max_connections=4096, shutdown_trigger=stop.wait, backlog=BACKLOG)  # type: ignore[arg-type]
 
 
 def main(argv: list[str]) -> int:
