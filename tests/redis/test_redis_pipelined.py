@@ -67,6 +67,7 @@ def counting(redis: aioredis.Redis) -> tuple[Any, list[int]]:
 
 async def test_calls_of_one_turn_share_a_round_trip_and_keep_their_own_answers(client: aioredis.Redis) -> None:
     script, sizes = counting(client)
+    assert await script(["warm", "1"]) == 1  # a call alone (loads the script)
     values = [str(n) if n % 10 else "x" for n in range(100)]
     results = await asyncio.gather(*(script([f"k{n}", v]) for n, v in enumerate(values)), return_exceptions=True)
     assert sizes == [100]  # one pipeline for the hundred calls
@@ -100,3 +101,15 @@ async def test_a_failed_round_trip_fails_every_call_in_it() -> None:
         assert all(isinstance(r, RedisConnectionError) for r in results), results
     finally:
         await dead.aclose()
+
+
+async def test_scripts_flushed_from_redis_are_loaded_again(client: aioredis.Redis) -> None:
+    script, sizes = counting(client)
+    assert await script(["warm", "1"]) == 1
+    assert await asyncio.gather(*(script([f"a{n}", str(n)]) for n in range(5))) == [0, 1, 2, 3, 4]
+    await client.script_flush()  # as after a Redis restart
+    assert await asyncio.gather(*(script([f"b{n}", str(n)]) for n in range(5))) == [0, 1, 2, 3, 4]
+    assert await client.get("b4") == b"4"
+    # The first pipeline of each turn carried only the five calls (no SCRIPT EXISTS first);
+    # after the flush the five were sent again once the script was loaded.
+    assert sizes == [5, 5, 5]
