@@ -176,6 +176,8 @@ class InfernetApp:
             await self._http(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+        elif kind == "websocket":
+            await _refuse_websocket(scope, receive, send)
         else:
             raise RuntimeError(f"InfernetApp does not serve {kind!r} scopes")
 
@@ -321,6 +323,20 @@ class InfernetApp:
 
     async def resources(self, request: Request) -> JSONResponse:
         return JSONResponse(await self.node.resources(_last_param(request.query(), "model_id")))
+
+
+async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    """The node serves no WebSocket: refuse the handshake, with the node's JSON error where
+    the server lets an app answer it over HTTP (the ``websocket.http.response`` extension)."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1003})
+        return
+    response = JSONResponse({"error": "WebSocket connections are not served"}, status=400)
+    await send({"type": "websocket.http.response.start", "status": response.status, "headers": response.headers})
+    await send({"type": "websocket.http.response.body", "body": response.body})
 
 
 async def _send_closing(request: Request, response: Response, send: Send) -> None:

@@ -28,7 +28,9 @@ import h11
 from hypercorn.asyncio.task_group import TaskGroup
 from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.protocol import ProtocolWrapper
+from hypercorn.protocol.events import Body, Event, Response
 from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.ws_stream import WSStream
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import parse_socket_addr
 
@@ -56,7 +58,30 @@ def protocol_error_body(status: int, max_head_bytes: int) -> dict[str, Any]:
 
 
 class JSONErrorH11Protocol(H11Protocol):
-    """hypercorn's HTTP/1.1 protocol, answering protocol errors with a JSON body."""
+    """hypercorn's HTTP/1.1 protocol, answering protocol errors (and refused WebSocket
+    handshakes) with a JSON body."""
+
+    async def stream_send(self, event: Event) -> None:
+        # hypercorn's WebSocket stream refuses a handshake it finds invalid (no key, another
+        # version, a body) with an empty answer of its own: give it the node's JSON error.
+        if (
+            isinstance(event, Response)
+            and isinstance(self.stream, WSStream)
+            and event.status_code >= 400
+            and (b"content-length", b"0") in event.headers
+        ):
+            body = _encode({"error": "WebSocket connections are not served"})
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode("ascii")),
+                (b"connection", b"close"),
+            ]
+            await super().stream_send(
+                Response(stream_id=event.stream_id, status_code=event.status_code, headers=headers)
+            )
+            await super().stream_send(Body(stream_id=event.stream_id, data=body))
+            return
+        await super().stream_send(event)
 
     async def _send_error_response(self, status_code: int) -> None:
         body = _encode(protocol_error_body(status_code, self.config.h11_max_incomplete_size))
