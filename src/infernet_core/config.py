@@ -126,7 +126,7 @@ class ServerConfig(_Config, frozen=True):
     max_pending: Annotated[int, msgspec.Meta(gt=0)] = 10_000
     """Off-chain jobs this node holds at once (running, queued for a container, or waiting
     to be admitted); more are answered 503 with ``Retry-After`` at once. A pending job costs
-    about 9 KiB."""
+    about 10 KiB."""
     max_queued: Annotated[int, msgspec.Meta(gt=0)] = 1024
     """Jobs running or queued for a container beyond which a new request waits for one to
     end (up to ``admission_wait``) before it is admitted: admission keeps pace with the
