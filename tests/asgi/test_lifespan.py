@@ -128,8 +128,30 @@ async def test_unsupported_scope_type(kit: Any) -> None:
     async def send(message: dict[str, Any]) -> None:  # pragma: no cover - never called
         raise AssertionError
 
-    with pytest.raises(RuntimeError, match="does not serve 'websocket' scopes"):
-        await app({"type": "websocket", "path": "/"}, receive, send)
+    with pytest.raises(RuntimeError, match="does not serve 'webtransport' scopes"):
+        await app({"type": "webtransport", "path": "/"}, receive, send)
+
+
+async def test_a_websocket_is_refused_with_a_json_error(kit: Any) -> None:
+    """The node serves no WebSocket: with the websocket.http.response extension the handshake
+    gets the node's JSON 400, without it a close."""
+    app = kit.app()
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    extensions = {"websocket.http.response": {}}
+    await app({"type": "websocket", "path": "/", "extensions": extensions}, receive, send)
+    assert [m["type"] for m in sent] == ["websocket.http.response.start", "websocket.http.response.body"]
+    assert sent[0]["status"] == 400
+    assert sent[1]["body"] == b'{"error":"WebSocket connections are not served"}'
+    sent.clear()
+    await app({"type": "websocket", "path": "/"}, receive, send)
+    assert sent == [{"type": "websocket.close", "code": 1003}]
 
 
 # -- requests when the node is not running ---------------------------------------------------------
