@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
+from asgi_scopes import http_scope
 
 from infernet_asgi import InfernetApp
 from infernet_core import NodeConfig
@@ -25,23 +26,6 @@ from infernet_core.config import ServerConfig
 pytestmark = pytest.mark.anyio
 
 TIMEOUT = 0.2
-
-
-def http_scope(method: str, path: str, headers: list[tuple[bytes, bytes]] | None = None) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers or [],
-        "client": ("127.0.0.1", 1234),
-        "server": ("testserver", 80),
-    }
 
 
 class Recorder:
@@ -117,7 +101,7 @@ async def test_a_body_that_does_not_arrive_is_answered_408_and_closed() -> None:
     async with app.lifespan():
         started = time.monotonic()
         with anyio.fail_after(5):
-            await app(http_scope("POST", "/api/jobs", JOB_HEADERS), never, recorder.send)
+            await app(http_scope("POST", "/api/jobs", headers=JOB_HEADERS), never, recorder.send)
         elapsed = time.monotonic() - started
     assert recorder.status == 408
     assert recorder.json() == {"error": "Request body timed out", "params": {"timeout": TIMEOUT}}
@@ -135,7 +119,9 @@ async def test_the_timeout_bounds_the_whole_body_not_each_chunk() -> None:
 
     async with app.lifespan():
         with anyio.fail_after(5):
-            await app(http_scope("POST", "/api/jobs", [(b"transfer-encoding", b"chunked")]), drip, recorder.send)
+            await app(
+                http_scope("POST", "/api/jobs", headers=[(b"transfer-encoding", b"chunked")]), drip, recorder.send
+            )
     assert recorder.status == 408
     assert recorder.headers[b"connection"] == b"close"
 
@@ -145,7 +131,7 @@ async def test_timeouts_are_logged_once_per_interval(caplog: pytest.LogCaptureFi
     caplog.set_level(logging.INFO, logger="infernet_asgi")
     async with app.lifespan(), anyio.create_task_group() as tasks:
         for _ in range(50):
-            tasks.start_soon(app, http_scope("POST", "/api/jobs", JOB_HEADERS), never, Recorder().send)
+            tasks.start_soon(app, http_scope("POST", "/api/jobs", headers=JOB_HEADERS), never, Recorder().send)
     timeouts = [record for record in caplog.records if "408" in record.getMessage()]
     assert len(timeouts) == 1
 
@@ -177,7 +163,7 @@ async def test_an_unread_body_is_dropped_while_the_response_is_sent(
                 tasks.start_soon(client)
                 while not channel.queue.full():  # as in the issue: the chunks are queued first
                     await anyio.sleep(0)
-                await app(http_scope(method, path, headers), channel.receive, channel.send)
+                await app(http_scope(method, path, headers=headers), channel.receive, channel.send)
                 tasks.cancel_scope.cancel()
     assert channel.status == status
     assert channel.headers[b"connection"] == b"close"
@@ -190,7 +176,7 @@ async def test_a_body_read_to_its_end_keeps_the_connection() -> None:
     await channel.put({"type": "http.request", "body": body, "more_body": False})
     async with app.lifespan():
         with anyio.fail_after(5):
-            await app(http_scope("POST", "/api/jobs", JOB_HEADERS), channel.receive, channel.send)
+            await app(http_scope("POST", "/api/jobs", headers=JOB_HEADERS), channel.receive, channel.send)
     assert channel.status == 200
     assert b"connection" not in channel.headers
 
@@ -200,7 +186,7 @@ async def test_a_request_without_a_body_keeps_the_connection(headers: list[tuple
     app = app_with()
     recorder = Recorder()
     async with app.lifespan():
-        await app(http_scope("GET", "/health", headers), never, recorder.send)
+        await app(http_scope("GET", "/health", headers=headers), never, recorder.send)
     assert recorder.status == 200
     assert b"connection" not in recorder.headers
 

@@ -1,7 +1,7 @@
 """Shared fixtures of the end-to-end tests; the helpers they use live in ``e2e_support``.
 
 ``services`` (module-scoped) starts one real container service per mode (see
-``container_service.py``) and kills them all, by PID, at teardown.
+``container_service.py``) and kills them all, by PID, at teardown; ``echo_service`` just one.
 """
 
 from __future__ import annotations
@@ -30,3 +30,13 @@ def services() -> Iterator[dict[str, ServiceProcess]]:
     finally:
         for service in started.values():
             service.kill()
+
+
+@pytest.fixture(scope="module")
+def echo_service() -> Iterator[ServiceProcess]:
+    """One ``fast`` container service (it echoes its input), for tests that need just that."""
+    services = start_services({"echo": "fast"})
+    try:
+        yield services["echo"]
+    finally:
+        services["echo"].kill()

@@ -11,7 +11,7 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +58,6 @@ SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 GAS_LIMIT = 1_000_000
 SETTLE = 1.0
 """Seconds to watch for deliveries that must not happen (10 node sweeps)."""
-
-
-@pytest.fixture(scope="module")
-def echo_service() -> Iterator[ServiceProcess]:
-    services = start_services({"echo": "fast"})
-    try:
-        yield services["echo"]
-    finally:
-        services["echo"].kill()
 
 
 def chain_config(

@@ -33,7 +33,6 @@ from e2e_support import (
     free_port,
     node_command,
     running_node,
-    start_services,
     submit,
     subprocess_env,
     wait_done,
@@ -50,15 +49,6 @@ PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 SCRAPE_WAIT = 20.0
 """Seconds Prometheus has to report what the node counted (it scrapes every second)."""
 CHECK_CONFIG_TIMEOUT = 30.0
-
-
-@pytest.fixture(scope="module")
-def echo_service() -> Iterator[ServiceProcess]:
-    services = start_services({"echo": "fast"})
-    try:
-        yield services["echo"]
-    finally:
-        services["echo"].kill()
 
 
 def echo_config(service: ServiceProcess, **extra: Any) -> dict[str, Any]:

@@ -509,6 +509,18 @@ def _decode_json(reply: Reply, where: str) -> Any:
         raise AssertionError(f"response body is not JSON ({exc})\n{where}") from None
 
 
+def send_wire(target: Target, wire: Any) -> Reply | None:
+    """:func:`send_checked` for a generated :class:`~fuzz_strategies.Wire`."""
+    return send_checked(
+        target,
+        list(wire.parts),
+        complete=wire.complete,
+        follow_up=wire.follow_up,
+        head_request=wire.head,
+        context=repr(wire),
+    )
+
+
 def send_checked(
     target: Target,
     parts: list[bytes],

@@ -25,7 +25,7 @@ from fuzz_support import (
     decode_json,
     fresh_stack,
     get_job,
-    send_checked,
+    send_wire,
     wait_finished,
 )
 from hypothesis import given
@@ -97,14 +97,7 @@ def test_fuzz_rest_api(target: Target) -> None:
     @fuzz_settings(API_EXAMPLES)
     @given(wire=api_requests())
     def run(wire: Wire) -> None:
-        reply = send_checked(
-            target,
-            list(wire.parts),
-            complete=wire.complete,
-            follow_up=wire.follow_up,
-            head_request=wire.head,
-            context=repr(wire),
-        )
+        reply = send_wire(target, wire)
         if reply is not None and reply.status == 200:
             check_accepted(target, wire, reply)
 

@@ -8,44 +8,28 @@ responses are JSON, and the server lets the connection go once the client is don
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from fuzz_settings import FRAMING_EXAMPLES, PROTOCOL_EXAMPLES, fuzz_settings
 from fuzz_strategies import Wire, framing_requests, protocol_requests
-from fuzz_support import Target, check_node_healthy, send_checked
+from fuzz_support import Target, check_node_healthy, send_wire
 from hypothesis import given
+from hypothesis.strategies import SearchStrategy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
-def test_fuzz_http_protocol(target: Target) -> None:
-    @fuzz_settings(PROTOCOL_EXAMPLES)
-    @given(wire=protocol_requests())
+@pytest.mark.parametrize(
+    ("examples", "requests"),
+    [(PROTOCOL_EXAMPLES, protocol_requests), (FRAMING_EXAMPLES, framing_requests)],
+    ids=["protocol", "framing"],
+)
+def test_fuzz_http(target: Target, examples: int, requests: Callable[[], SearchStrategy[Wire]]) -> None:
+    @fuzz_settings(examples)
+    @given(wire=requests())
     def run(wire: Wire) -> None:
-        send_checked(
-            target,
-            list(wire.parts),
-            complete=wire.complete,
-            follow_up=wire.follow_up,
-            head_request=wire.head,
-            context=repr(wire),
-        )
-
-    run()
-    check_node_healthy(target)
-
-
-def test_fuzz_http_framing(target: Target) -> None:
-    @fuzz_settings(FRAMING_EXAMPLES)
-    @given(wire=framing_requests())
-    def run(wire: Wire) -> None:
-        send_checked(
-            target,
-            list(wire.parts),
-            complete=wire.complete,
-            follow_up=wire.follow_up,
-            head_request=wire.head,
-            context=repr(wire),
-        )
+        send_wire(target, wire)
 
     run()
     check_node_healthy(target)
