@@ -129,26 +129,26 @@ class NodeNotRunning(InfernetError):
     status_hint = 503
 
 
-class Overloaded(InfernetError):
+class _TryLater(InfernetError):
+    """An error that says when a retry may succeed (``retry_after`` seconds)."""
+
+    def __init__(self, message: str, params: dict[str, Any] | None = None, retry_after: int = 1) -> None:
+        super().__init__(message, params)
+        self.retry_after = retry_after
+
+
+class Overloaded(_TryLater):
     """The node has ``server.max_pending`` jobs pending: try again in ``retry_after`` seconds."""
 
     code = "node.overloaded"
     status_hint = 503
 
-    def __init__(self, message: str, params: dict[str, Any] | None = None, retry_after: int = 1) -> None:
-        super().__init__(message, params)
-        self.retry_after = retry_after
 
-
-class RateLimited(InfernetError):
+class RateLimited(_TryLater):
     """The client is over ``server.rate_limit`` for this endpoint: retry in ``retry_after`` s."""
 
     code = "request.rate_limited"
     status_hint = 429
-
-    def __init__(self, message: str, params: dict[str, Any] | None = None, retry_after: int = 1) -> None:
-        super().__init__(message, params)
-        self.retry_after = retry_after
 
 
 class StoreUnavailable(InfernetError):
