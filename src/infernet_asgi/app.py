@@ -57,7 +57,7 @@ class ClientDisconnected(Exception):
 class Request:
     """What a handler needs of one HTTP request."""
 
-    __slots__ = ("_body_done", "_body_timeout", "_max_body", "_receive", "scope")
+    __slots__ = ("_body_done", "_body_timeout", "_max_body", "_receive", "client", "scope")
 
     def __init__(self, scope: Scope, receive: Receive, max_body: int, body_timeout: float = math.inf) -> None:
         self.scope = scope
@@ -65,6 +65,8 @@ class Request:
         self._max_body = max_body
         self._body_timeout = body_timeout
         self._body_done = False
+        self.client: str | None = None
+        """The client's address once worked out (the rate limit and the handler both need it)."""
 
     def query(self) -> list[tuple[str, str]]:
         """The query string as ``(name, value)`` pairs, in order."""
@@ -259,7 +261,9 @@ class InfernetApp:
     # -- handlers --------------------------------------------------------------------------
 
     def _client(self, request: Request) -> str:
-        return client_address(request.scope, self._trusted_proxies)
+        if request.client is None:
+            request.client = client_address(request.scope, self._trusted_proxies)
+        return request.client
 
     async def health(self, request: Request) -> JSONResponse:
         return JSONResponse({"status": "healthy"})

@@ -113,7 +113,23 @@ class Target:
         return f"Target({self.url!r})"
 
 
-class Response:
+class _Head:
+    """What every response has: status, header fields (names in lower case) and the URL."""
+
+    __slots__ = ("headers", "status", "url")
+
+    def __init__(self, status: int, headers: dict[str, str], url: str) -> None:
+        self.status = status
+        self.headers = headers
+        self.url = url
+
+    @property
+    def is_success(self) -> bool:
+        """Whether the status is 2xx."""
+        return 200 <= self.status < 300
+
+
+class Response(_Head):
     """A complete response.
 
     Attributes:
@@ -123,21 +139,14 @@ class Response:
         url: The URL requested.
     """
 
-    __slots__ = ("body", "headers", "status", "url")
+    __slots__ = ("body",)
 
     def __init__(self, status: int, headers: dict[str, str], body: bytes, url: str) -> None:
-        self.status = status
-        self.headers = headers
+        super().__init__(status, headers, url)
         self.body = body
-        self.url = url
-
-    @property
-    def is_success(self) -> bool:
-        """Whether the status is 2xx."""
-        return 200 <= self.status < 300
 
 
-class StreamingResponse:
+class StreamingResponse(_Head):
     """A response whose body is read as it arrives, inside :meth:`HttpPool.stream`.
 
     Attributes:
@@ -146,18 +155,11 @@ class StreamingResponse:
         url: The URL requested.
     """
 
-    __slots__ = ("_body", "headers", "status", "url")
+    __slots__ = ("_body",)
 
     def __init__(self, status: int, headers: dict[str, str], url: str, body: _Body) -> None:
-        self.status = status
-        self.headers = headers
-        self.url = url
+        super().__init__(status, headers, url)
         self._body = body
-
-    @property
-    def is_success(self) -> bool:
-        """Whether the status is 2xx."""
-        return 200 <= self.status < 300
 
     async def aiter_bytes(self) -> AsyncGenerator[bytes, None]:
         """The body in parts as they arrive (never an empty part); each read is bounded by
